@@ -1,0 +1,125 @@
+//! Subcommands and the options they share.
+
+mod embed;
+mod input;
+mod output;
+mod rerank;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use embedrank::engine::{DeviceChoice, Engine, EngineOptions};
+use embedrank::source::{self, ResolveOptions};
+use embedrank::spec::{ModelSpec, Pooling, SpecOverrides, Task};
+
+#[derive(Parser, Debug)]
+#[command(name = "embedrank", version, about = "Local text embeddings and reranking", propagate_version = true)]
+pub struct Cli {
+    /// More log output (-v info, -vv debug); also RUST_LOG.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors on stderr.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Embed texts; JSON lines (or JSON, or .npy) out.
+    Embed(embed::EmbedArgs),
+    /// Rerank documents against a query; JSON out, best first.
+    Rerank(rerank::RerankArgs),
+}
+
+/// How to find and load a model.
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Model: a local folder, or org/name[@revision] from the Hugging Face cache (downloaded if missing).
+    #[arg(short, long)]
+    pub model: String,
+    /// Extra hub cache folder to search first (repeatable), e.g. on an external disk.
+    #[arg(long = "cache-dir", value_name = "DIR")]
+    pub cache_dirs: Vec<PathBuf>,
+    /// cpu, cuda[:N], metal[:N] or auto.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Compute dtype: f32, f16 or bf16 (default: f32 on CPU, bf16 on GPUs).
+    #[arg(long)]
+    pub dtype: Option<String>,
+    /// Maximum tokens per input (default: the model's).
+    #[arg(long)]
+    pub max_length: Option<usize>,
+    /// Treat the model as an embedder or a reranker, overriding detection.
+    #[arg(long, value_parser = ["embed", "rerank"])]
+    pub task: Option<String>,
+    /// Pooling override: cls, mean, max, lasttoken.
+    #[arg(long)]
+    pub pooling: Option<String>,
+    /// Padded-token budget of one forward pass.
+    #[arg(long, default_value_t = embedrank::engine::DEFAULT_MAX_BATCH_TOKENS)]
+    pub max_batch_tokens: usize,
+}
+
+impl ModelArgs {
+    pub fn spec(&self) -> Result<ModelSpec> {
+        let opts = ResolveOptions::from_env(&self.cache_dirs);
+        let resolved = source::resolve(&self.model, &opts)?;
+        let pooling = match &self.pooling {
+            None => None,
+            Some(p) => Some(Pooling::parse(p).with_context(|| format!("unknown pooling `{p}` (cls, mean, max, lasttoken)"))?),
+        };
+        let ov = SpecOverrides {
+            task: self.task.as_deref().and_then(Task::parse),
+            pooling,
+            max_length: self.max_length,
+        };
+        let spec = ModelSpec::load(&resolved, &ov)?;
+        tracing::info!(model = %spec.name, dir = %spec.dir.display(), arch = spec.arch.name(), "resolved");
+        Ok(spec)
+    }
+
+    pub fn engine(&self) -> Result<Engine> {
+        let spec = self.spec()?;
+        let dtype = match self.dtype.as_deref() {
+            None => None,
+            Some("f32") | Some("float32") => Some(candle_core::DType::F32),
+            Some("f16") | Some("float16") => Some(candle_core::DType::F16),
+            Some("bf16") | Some("bfloat16") => Some(candle_core::DType::BF16),
+            Some(d) => anyhow::bail!("unknown dtype `{d}` (f32, f16, bf16)"),
+        };
+        let opts = EngineOptions {
+            device: DeviceChoice::parse(&self.device)?,
+            dtype,
+            max_batch_tokens: self.max_batch_tokens,
+        };
+        let engine = Engine::load(spec, &opts)?;
+        tracing::info!(load_ms = engine.load_time.as_millis() as u64, "loaded");
+        Ok(engine)
+    }
+}
+
+pub fn init_logging(verbose: u8, quiet: bool) {
+    use tracing_subscriber::EnvFilter;
+    let level = if quiet {
+        "error"
+    } else {
+        match verbose {
+            0 => "warn",
+            1 => "info",
+            _ => "debug",
+        }
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("embedrank={level},warn")));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+}
+
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Embed(a) => embed::run(a),
+        Command::Rerank(a) => rerank::run(a),
+    }
+}

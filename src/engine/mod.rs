@@ -1,0 +1,164 @@
+//! Engine stage: one loaded model with its tokenizer. Tokenizes (prompts, instructions,
+//! truncation), batches by length under a token budget, runs the model and post-processes
+//! (pooling, normalization, Matryoshka dimensions, reranker activation).
+
+pub mod batch;
+pub mod device;
+pub mod pool;
+pub mod rerank;
+pub mod tokenize;
+
+use std::time::Instant;
+
+use candle_core::{DType, Device};
+
+pub use device::DeviceChoice;
+pub use rerank::{RerankOptions, RerankResult};
+pub use tokenize::Tokens;
+
+use crate::model::Model;
+use crate::spec::{Head, ModelSpec, Task};
+use crate::weights::WeightStore;
+use crate::{Error, Result};
+
+/// Default padded-token budget of one forward pass (batch rows × padded length).
+pub const DEFAULT_MAX_BATCH_TOKENS: usize = 16384;
+
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    pub device: DeviceChoice,
+    /// None: f32 on CPU, bf16 on GPUs.
+    pub dtype: Option<DType>,
+    pub max_batch_tokens: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions { device: DeviceChoice::Cpu, dtype: None, max_batch_tokens: DEFAULT_MAX_BATCH_TOKENS }
+    }
+}
+
+/// Per-call embedding options.
+#[derive(Debug, Clone, Default)]
+pub struct EmbedOptions {
+    /// Text prepended to every input (already resolved from prompt name / instruction).
+    pub prompt: String,
+    /// Matryoshka truncation.
+    pub dimensions: Option<usize>,
+    /// Override the model's normalization.
+    pub normalize: Option<bool>,
+    /// Rows per forward pass (also bounded by the token budget).
+    pub batch_size: Option<usize>,
+    /// Error instead of truncating over-long inputs.
+    pub no_truncate: bool,
+}
+
+pub struct Embeddings {
+    pub vectors: Vec<Vec<f32>>,
+    /// Tokens actually run through the model (after truncation), summed.
+    pub tokens: usize,
+}
+
+pub struct Engine {
+    pub spec: ModelSpec,
+    pub tokenizer: tokenize::TextTokenizer,
+    model: Model,
+    pub device: Device,
+    pub dtype: DType,
+    pub max_batch_tokens: usize,
+    pub load_time: std::time::Duration,
+}
+
+impl Engine {
+    pub fn load(spec: ModelSpec, opts: &EngineOptions) -> Result<Engine> {
+        let t0 = Instant::now();
+        let device = opts.device.open()?;
+        let dtype = opts.dtype.unwrap_or(if device.is_cpu() { DType::F32 } else { DType::BF16 });
+        let tokenizer = tokenize::TextTokenizer::load(&spec)?;
+        let ws = WeightStore::open(&spec.weight_files, &device, dtype)?;
+        let model = Model::load(&spec, &ws)?;
+        for n in &spec.notes {
+            tracing::info!(model = %spec.name, "{n}");
+        }
+        Ok(Engine {
+            spec,
+            tokenizer,
+            model,
+            device,
+            dtype,
+            max_batch_tokens: opts.max_batch_tokens.max(1),
+            load_time: t0.elapsed(),
+        })
+    }
+
+    fn require(&self, task: Task) -> Result<()> {
+        if self.spec.task != task {
+            return Err(Error::WrongTask {
+                model: self.spec.name.clone(),
+                actual: self.spec.task.as_str(),
+                wanted: task.as_str(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Check a Matryoshka dimension against the model.
+    pub fn check_dimensions(&self, dims: Option<usize>) -> Result<()> {
+        if let Some(d) = dims {
+            let hidden = self.spec.embedding_dim();
+            let min = 32.min(hidden);
+            if d < min || d > hidden {
+                return Err(Error::InvalidInput(format!(
+                    "dimensions must be between {min} and {hidden} for `{}`, got {d}",
+                    self.spec.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Tokenize texts for embedding (prompt prepended, truncated or rejected when too long).
+    pub fn tokenize_texts(&self, texts: &[String], opts: &EmbedOptions) -> Result<Vec<Tokens>> {
+        self.tokenizer.encode_texts(texts, &opts.prompt, !opts.no_truncate)
+    }
+
+    pub fn embed(&self, texts: &[String], opts: &EmbedOptions) -> Result<Embeddings> {
+        let toks = self.tokenize_texts(texts, opts)?;
+        self.embed_tokens(&toks, opts)
+    }
+
+    /// Embed already tokenized inputs.
+    pub fn embed_tokens(&self, toks: &[Tokens], opts: &EmbedOptions) -> Result<Embeddings> {
+        self.require(Task::Embed)?;
+        self.check_dimensions(opts.dimensions)?;
+        let Head::Pool(pooling) = self.spec.head else {
+            return Err(Error::InvalidInput("model has no pooling head".into()));
+        };
+        let normalize = opts.normalize.unwrap_or(self.spec.normalize);
+        let prompt_len = if self.spec.pooling_excludes_prompt && !opts.prompt.is_empty() {
+            self.tokenizer.prompt_length(&opts.prompt)?
+        } else {
+            0
+        };
+        let mut out = vec![Vec::new(); toks.len()];
+        let plan = batch::plan(toks, opts.batch_size, self.max_batch_tokens);
+        for group in plan {
+            let b = batch::build(toks, &group, &self.spec, &self.device, self.dtype)?;
+            let h = self.model.hidden_states(&b)?;
+            let pooled = pool::pool(&h, &b, pooling, prompt_len)?;
+            for (row, &idx) in pooled.into_iter().zip(&group) {
+                out[idx] = pool::finish(row, opts.dimensions, normalize);
+            }
+        }
+        Ok(Embeddings { vectors: out, tokens: toks.iter().map(|t| t.ids.len()).sum() })
+    }
+
+    pub fn rerank(&self, query: &str, docs: &[String], opts: &RerankOptions) -> Result<Vec<RerankResult>> {
+        self.require(Task::Rerank)?;
+        rerank::rerank(self, query, docs, opts)
+    }
+
+    pub(crate) fn model(&self) -> &Model {
+        &self.model
+    }
+}

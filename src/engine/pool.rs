@@ -1,0 +1,79 @@
+//! Pooling token states into one vector, then normalization and Matryoshka truncation.
+
+use candle_core::{DType, Tensor, D};
+
+use crate::model::qwen3::last_token;
+use crate::model::Batch;
+use crate::spec::Pooling;
+use crate::Result;
+
+/// Pool hidden states [b, l, h] to one f32 vector per row. `prompt_len` leading real tokens are
+/// left out of mean/max pooling (sentence-transformers `include_prompt: false`).
+pub fn pool(h: &Tensor, batch: &Batch, pooling: Pooling, prompt_len: usize) -> Result<Vec<Vec<f32>>> {
+    let h = h.to_dtype(DType::F32)?;
+    let (b, l, _) = h.dims3()?;
+    let first_real = |i: usize| if batch.left_padded { l - batch.lengths[i] } else { 0 };
+    let pooled = match pooling {
+        Pooling::Cls => {
+            let rows = (0..b).map(|i| h.get(i)?.get(first_real(i))).collect::<candle_core::Result<Vec<_>>>()?;
+            Tensor::stack(&rows, 0)?
+        }
+        Pooling::LastToken => last_token(&h, &batch.lengths, batch.left_padded)?,
+        Pooling::Mean | Pooling::Max | Pooling::MeanSqrtLen => {
+            let mut mask = batch.mask.to_dtype(DType::F32)?;
+            if prompt_len > 0 {
+                let mut m: Vec<Vec<f32>> = mask.to_vec2()?;
+                for (i, row) in m.iter_mut().enumerate() {
+                    let s = first_real(i);
+                    let e = (s + prompt_len).min(s + batch.lengths[i]);
+                    row[s..e].iter_mut().for_each(|x| *x = 0.0);
+                }
+                mask = Tensor::new(m, h.device())?;
+            }
+            let m = mask.unsqueeze(D::Minus1)?;
+            match pooling {
+                Pooling::Max => {
+                    // Padding gets -1e9, as sentence-transformers does.
+                    let neg = ((m.ones_like()? - &m)? * -1e9)?;
+                    h.broadcast_mul(&m)?.broadcast_add(&neg)?.max(1)?
+                }
+                _ => {
+                    let sum = h.broadcast_mul(&m)?.sum(1)?;
+                    let count = m.sum(1)?.clamp(1e-9, f64::MAX)?;
+                    let denom = if pooling == Pooling::MeanSqrtLen { count.sqrt()? } else { count };
+                    sum.broadcast_div(&denom)?
+                }
+            }
+        }
+    };
+    Ok(pooled.to_vec2()?)
+}
+
+/// Matryoshka truncation, then L2 normalization (norm clamped at 1e-12, like torch's normalize).
+pub fn finish(mut v: Vec<f32>, dims: Option<usize>, normalize: bool) -> Vec<f32> {
+    if let Some(d) = dims {
+        v.truncate(d);
+    }
+    if normalize {
+        l2_normalize(&mut v);
+    }
+    v
+}
+
+pub fn l2_normalize(v: &mut [f32]) {
+    let norm = v.iter().map(|x| (*x as f64) * (*x as f64)).sum::<f64>().sqrt().max(1e-12);
+    v.iter_mut().for_each(|x| *x = (*x as f64 / norm) as f32);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finish_truncates_then_normalizes() {
+        let v = finish(vec![3.0, 4.0, 12.0], Some(2), true);
+        assert!((v[0] - 0.6).abs() < 1e-6 && (v[1] - 0.8).abs() < 1e-6);
+        let z = finish(vec![0.0, 0.0], None, true);
+        assert_eq!(z, vec![0.0, 0.0]);
+    }
+}

@@ -1,0 +1,14 @@
+//! embedrank: local text embeddings and reranking.
+//!
+//! Stages, one direction (see DESIGN.md): [`source`] finds the model folder, [`spec`] reads its files
+//! into one [`spec::ModelSpec`], [`weights`] loads tensors, [`model`] holds the architectures, and
+//! [`engine`] tokenizes, batches and post-processes. The CLI and server sit on top of the engine.
+
+pub mod engine;
+pub mod error;
+pub mod model;
+pub mod source;
+pub mod spec;
+pub mod weights;
+
+pub use error::{Error, Result};

@@ -1,0 +1,140 @@
+//! Shared layers: embedding lookup, layer norm, RMS norm, rotary embeddings, attention with a mask.
+
+use candle_core::{DType, Device, Module, Tensor, D};
+
+use crate::weights::WeightStore;
+use crate::Result;
+
+/// A large negative number for masked attention scores. Finite, so a row with every key masked
+/// (a padding query row) softmaxes to uniform instead of NaN; its output is never used.
+pub const MASK_VALUE: f32 = -1e30;
+
+pub struct Embedding {
+    table: Tensor,
+}
+
+impl Embedding {
+    pub fn load(ws: &WeightStore, name: &str, rows: usize, dim: usize) -> Result<Self> {
+        Ok(Embedding { table: ws.get(&format!("{name}.weight"), &[rows, dim])? })
+    }
+
+    pub fn new(table: Tensor) -> Self {
+        Embedding { table }
+    }
+
+    pub fn table(&self) -> &Tensor {
+        &self.table
+    }
+
+    /// ids [b, l] (u32) -> [b, l, dim]
+    pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        let (b, l) = ids.dims2()?;
+        let flat = self.table.index_select(&ids.flatten_all()?, 0)?;
+        Ok(flat.reshape((b, l, self.table.dim(1)?))?)
+    }
+}
+
+pub struct LayerNorm(candle_nn::LayerNorm);
+
+impl LayerNorm {
+    /// Accepts both `weight`/`bias` and the old `gamma`/`beta` names.
+    pub fn load(ws: &WeightStore, name: &str, dim: usize, eps: f64) -> Result<Self> {
+        let (w, b) = if ws.has(&format!("{name}.weight")) {
+            (ws.get(&format!("{name}.weight"), &[dim])?, ws.get(&format!("{name}.bias"), &[dim])?)
+        } else {
+            (ws.get(&format!("{name}.gamma"), &[dim])?, ws.get(&format!("{name}.beta"), &[dim])?)
+        };
+        Ok(LayerNorm(candle_nn::LayerNorm::new(w, b, eps)))
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(self.0.forward(&x.contiguous()?)?)
+    }
+}
+
+pub struct RmsNorm {
+    weight: Tensor,
+    eps: f32,
+}
+
+impl RmsNorm {
+    pub fn load(ws: &WeightStore, name: &str, dim: usize, eps: f64) -> Result<Self> {
+        Ok(RmsNorm { weight: ws.get(&format!("{name}.weight"), &[dim])?, eps: eps as f32 })
+    }
+
+    /// Normalizes over the last dim; computed in f32 as the reference does, then cast back.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dt = x.dtype();
+        if dt == DType::F32 {
+            return Ok(candle_nn::ops::rms_norm(&x.contiguous()?, &self.weight, self.eps)?);
+        }
+        let xf = x.to_dtype(DType::F32)?;
+        let var = xf.sqr()?.mean_keepdim(D::Minus1)?;
+        let normed = xf.broadcast_div(&(var + self.eps as f64)?.sqrt()?)?.to_dtype(dt)?;
+        Ok(normed.broadcast_mul(&self.weight)?)
+    }
+}
+
+/// Rotary embedding tables (non-interleaved, rotate-half), computed in f32.
+pub struct Rotary {
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl Rotary {
+    pub fn new(head_dim: usize, max_len: usize, theta: f64, dtype: DType, device: &Device) -> Result<Self> {
+        let half = head_dim / 2;
+        let inv: Vec<f32> = (0..half).map(|i| 1.0 / (theta.powf(2.0 * i as f64 / head_dim as f64)) as f32).collect();
+        let inv = Tensor::from_vec(inv, (1, half), device)?;
+        let pos = Tensor::arange(0u32, max_len as u32, device)?.to_dtype(DType::F32)?.reshape((max_len, 1))?;
+        let freqs = pos.matmul(&inv)?;
+        Ok(Rotary { cos: freqs.cos()?.to_dtype(dtype)?, sin: freqs.sin()?.to_dtype(dtype)? })
+    }
+
+    pub fn max_len(&self) -> usize {
+        self.cos.dims()[0]
+    }
+
+    /// x: [b, heads, l, head_dim], positions 0..l.
+    pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        let l = x.dim(2)?;
+        let cos = self.cos.narrow(0, 0, l)?;
+        let sin = self.sin.narrow(0, 0, l)?;
+        Ok(candle_nn::rotary_emb::rope(&x.contiguous()?, &cos, &sin)?)
+    }
+}
+
+/// Scaled dot-product attention. q [b, h, lq, d], k/v [b, h, lk, d], bias broadcastable to
+/// [b, h, lq, lk] (0 or MASK_VALUE). Softmax in f32.
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, bias: &Tensor, scale: f64) -> Result<Tensor> {
+    let dt = q.dtype();
+    let scores = (q.contiguous()?.matmul(&k.t()?.contiguous()?)? * scale)?;
+    let scores = scores.to_dtype(DType::F32)?.broadcast_add(bias)?;
+    let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(dt)?;
+    Ok(probs.matmul(&v.contiguous()?)?)
+}
+
+/// Padding bias [b, 1, 1, l] for bidirectional encoders: 0 for real tokens, MASK_VALUE for pads.
+pub fn padding_bias(mask: &Tensor) -> Result<Tensor> {
+    let (b, l) = mask.dims2()?;
+    let m = mask.to_dtype(DType::F32)?;
+    let bias = ((m.ones_like()? - m)? * MASK_VALUE as f64)?;
+    Ok(bias.reshape((b, 1, 1, l))?)
+}
+
+/// Causal + padding bias [b, 1, l, l] for decoders.
+pub fn causal_padding_bias(mask: &Tensor) -> Result<Tensor> {
+    let (b, l) = mask.dims2()?;
+    let m: Vec<Vec<f32>> = mask.to_dtype(DType::F32)?.to_vec2()?;
+    let mut out = vec![0f32; b * l * l];
+    for (bi, row) in m.iter().enumerate() {
+        for i in 0..l {
+            for (j, &mj) in row.iter().enumerate() {
+                if j > i || mj == 0.0 {
+                    out[bi * l * l + i * l + j] = MASK_VALUE;
+                }
+            }
+        }
+    }
+    Ok(Tensor::from_vec(out, (b, 1, l, l), mask.device())?)
+}

@@ -1,0 +1,167 @@
+//! config.json of the architectures we run. Values are read, never assumed; fields a family always
+//! has are required and a missing one is a clear error naming the file.
+
+use std::path::Path;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::{Error, Result};
+
+/// The raw config.json, kept as JSON so each architecture picks its own fields.
+#[derive(Debug, Clone)]
+pub struct RawConfig {
+    pub value: Value,
+}
+
+impl RawConfig {
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let value: Value = serde_json::from_str(&text)
+            .map_err(|e| Error::config(path, format!("not valid JSON: {e}")))?;
+        if !value.is_object() {
+            return Err(Error::config(path, "expected a JSON object"));
+        }
+        Ok(RawConfig { value })
+    }
+
+    pub fn model_type(&self) -> Option<&str> {
+        self.value.get("model_type").and_then(Value::as_str)
+    }
+
+    pub fn architectures(&self) -> Vec<String> {
+        self.value
+            .get("architectures")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+            .unwrap_or_default()
+    }
+
+    pub fn parse<T: for<'de> Deserialize<'de>>(&self, path: &Path) -> Result<T> {
+        T::deserialize(&self.value).map_err(|e| Error::config(path, e.to_string()))
+    }
+}
+
+/// Activation names as written in HF configs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Activation {
+    #[serde(rename = "gelu")]
+    Gelu,
+    #[serde(alias = "gelu_new", alias = "gelu_pytorch_tanh", alias = "gelu_fast")]
+    GeluTanh,
+    #[serde(rename = "relu")]
+    Relu,
+    #[serde(rename = "silu", alias = "swish")]
+    Silu,
+}
+
+fn default_gelu() -> Activation {
+    Activation::Gelu
+}
+fn default_type_vocab() -> usize {
+    2
+}
+fn default_ln_eps() -> f64 {
+    1e-12
+}
+fn default_pos_type() -> String {
+    "absolute".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct BertConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    #[serde(default = "default_gelu")]
+    pub hidden_act: Activation,
+    pub max_position_embeddings: usize,
+    #[serde(default = "default_type_vocab")]
+    pub type_vocab_size: usize,
+    #[serde(default = "default_ln_eps")]
+    pub layer_norm_eps: f64,
+    #[serde(default)]
+    pub pad_token_id: usize,
+    #[serde(default = "default_pos_type")]
+    pub position_embedding_type: String,
+}
+
+impl BertConfig {
+    pub fn validate(&self, path: &Path) -> Result<()> {
+        if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+            return Err(Error::config(
+                path,
+                format!(
+                    "hidden_size {} is not a multiple of num_attention_heads {}",
+                    self.hidden_size, self.num_attention_heads
+                ),
+            ));
+        }
+        if self.position_embedding_type != "absolute" {
+            return Err(Error::config(
+                path,
+                format!("position_embedding_type `{}` is not supported (only absolute)", self.position_embedding_type),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn default_rope_theta() -> f64 {
+    10000.0
+}
+fn default_rms_eps() -> f64 {
+    1e-6
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Qwen3Config {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: usize,
+    pub head_dim: Option<usize>,
+    pub intermediate_size: usize,
+    pub max_position_embeddings: usize,
+    #[serde(default = "default_rope_theta")]
+    pub rope_theta: f64,
+    #[serde(default = "default_rms_eps")]
+    pub rms_norm_eps: f64,
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    #[serde(default)]
+    pub attention_bias: bool,
+    #[serde(default)]
+    pub use_sliding_window: bool,
+    pub pad_token_id: Option<u32>,
+    pub eos_token_id: Option<Value>,
+}
+
+impl Qwen3Config {
+    pub fn head_dim(&self) -> usize {
+        self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
+    }
+
+    pub fn validate(&self, path: &Path) -> Result<()> {
+        let bad = |m: String| Err(Error::config(path, m));
+        if self.num_attention_heads == 0 || self.num_key_value_heads == 0 {
+            return bad("num_attention_heads and num_key_value_heads must be positive".into());
+        }
+        if self.num_attention_heads % self.num_key_value_heads != 0 {
+            return bad(format!(
+                "num_attention_heads {} is not a multiple of num_key_value_heads {}",
+                self.num_attention_heads, self.num_key_value_heads
+            ));
+        }
+        if self.head_dim() % 2 != 0 {
+            return bad(format!("head_dim {} must be even for rotary embeddings", self.head_dim()));
+        }
+        if self.use_sliding_window {
+            return bad("use_sliding_window: true is not supported".into());
+        }
+        Ok(())
+    }
+}

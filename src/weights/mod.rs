@@ -1,0 +1,147 @@
+//! Weights stage: safetensors files (memory-mapped, sharded or not) behind one name lookup that
+//! accepts either naming style (`bert.`/`model.`/`roberta.` prefixed or flat), and the layer types
+//! whose storage the model code does not need to know.
+
+pub mod linear;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::safetensors::MmapedSafetensors;
+use candle_core::{DType, Device, Tensor};
+
+pub use linear::Linear;
+
+use crate::{Error, Result};
+
+/// Leading prefixes stripped from tensor names so model code asks for one canonical name.
+const PREFIXES: &[&str] = &["model.", "bert.", "roberta.", "transformer."];
+
+pub struct WeightStore {
+    st: MmapedSafetensors,
+    /// canonical name -> name in the file
+    names: HashMap<String, String>,
+    files: Vec<PathBuf>,
+    pub device: Device,
+    /// dtype float tensors are converted to when loaded
+    pub dtype: DType,
+}
+
+impl WeightStore {
+    pub fn open(files: &[PathBuf], device: &Device, dtype: DType) -> Result<Self> {
+        for f in files {
+            check_safetensors(f)?;
+        }
+        // SAFETY: the files are memory-mapped read-only; a model file changed underneath a running
+        // process is outside what we can defend against (the same contract as every mmap loader).
+        let st = unsafe { MmapedSafetensors::multi(files) }
+            .map_err(|e| Error::weights(files.first().cloned().unwrap_or_default(), e.to_string()))?;
+        let mut names = HashMap::new();
+        for (name, _) in st.tensors() {
+            let canon = PREFIXES
+                .iter()
+                .find_map(|p| name.strip_prefix(p))
+                .unwrap_or(&name)
+                .to_string();
+            names.insert(canon, name.clone());
+            names.entry(name.clone()).or_insert(name);
+        }
+        Ok(WeightStore { st, names, files: files.to_vec(), device: device.clone(), dtype })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.files.first().map(PathBuf::as_path).unwrap_or(Path::new(""))
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.names.contains_key(name)
+    }
+
+    /// All canonical names.
+    pub fn names(&self) -> impl Iterator<Item = &String> {
+        self.names.keys()
+    }
+
+    /// A tensor as stored (dtype unchanged), on the CPU.
+    pub fn raw(&self, name: &str) -> Result<Tensor> {
+        let real = self
+            .names
+            .get(name)
+            .ok_or_else(|| Error::weights(self.path(), format!("tensor `{name}` not found")))?;
+        self.st
+            .load(real, &Device::Cpu)
+            .map_err(|e| Error::weights(self.path(), format!("tensor `{name}`: {e}")))
+    }
+
+    /// A float tensor in the compute dtype on the compute device, with its shape checked.
+    pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let t = self.raw(name)?;
+        if t.dims() != shape {
+            return Err(Error::weights(
+                self.path(),
+                format!("tensor `{name}` has shape {:?}, expected {:?}", t.dims(), shape),
+            ));
+        }
+        if !t.dtype().is_float() {
+            return Err(Error::weights(self.path(), format!("tensor `{name}` has dtype {:?}, expected a float", t.dtype())));
+        }
+        Ok(t.to_dtype(self.dtype)?.to_device(&self.device)?)
+    }
+
+    pub fn get_opt(&self, name: &str, shape: &[usize]) -> Result<Option<Tensor>> {
+        if self.has(name) {
+            self.get(name, shape).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// A linear layer `prefix.weight` [out, in] (+ `prefix.bias` [out] when `bias`).
+    pub fn linear(&self, prefix: &str, in_dim: usize, out_dim: usize, bias: bool) -> Result<Linear> {
+        let w = self.get(&format!("{prefix}.weight"), &[out_dim, in_dim])?;
+        let b = if bias { Some(self.get(&format!("{prefix}.bias"), &[out_dim])?) } else { None };
+        Ok(Linear::dense(w, b))
+    }
+}
+
+/// Check a safetensors file's header and length before mapping it, so a truncated or corrupt file
+/// is a one-line error naming the file.
+fn check_safetensors(path: &Path) -> Result<()> {
+    use std::io::Read;
+    let bad = |m: String| Err(Error::weights(path, m));
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
+    if len < 8 {
+        return bad(format!("file is {len} bytes, too short for a safetensors header (truncated?)"));
+    }
+    let mut n = [0u8; 8];
+    f.read_exact(&mut n).map_err(|e| Error::io(path, e))?;
+    let header_len = u64::from_le_bytes(n);
+    if header_len > 100_000_000 || 8 + header_len > len {
+        return bad(format!("header length {header_len} does not fit in a {len}-byte file (truncated or not safetensors)"));
+    }
+    let mut header = vec![0u8; header_len as usize];
+    f.read_exact(&mut header).map_err(|e| Error::io(path, e))?;
+    let v: serde_json::Value = match serde_json::from_slice(&header) {
+        Ok(v) => v,
+        Err(e) => return bad(format!("header is not valid JSON: {e}")),
+    };
+    let mut end = 0u64;
+    if let Some(obj) = v.as_object() {
+        for (k, t) in obj {
+            if k == "__metadata__" {
+                continue;
+            }
+            if let Some(off) = t.get("data_offsets").and_then(|o| o.as_array()) {
+                if let Some(e) = off.get(1).and_then(|x| x.as_u64()) {
+                    end = end.max(e);
+                }
+            }
+        }
+    }
+    let have = len - 8 - header_len;
+    if end > have {
+        return bad(format!("tensor data needs {end} bytes but the file holds {have} (truncated download?)"));
+    }
+    Ok(())
+}
