@@ -56,9 +56,6 @@ impl Error {
     }
     /// True when the fault is in what the caller sent (maps to a 4xx on the server).
     pub fn is_user_input(&self) -> bool {
-        matches!(
-            self,
-            Error::InvalidInput(_) | Error::InputTooLong { .. } | Error::WrongTask { .. }
-        )
+        matches!(self, Error::InvalidInput(_) | Error::InputTooLong { .. } | Error::WrongTask { .. })
     }
 }

@@ -73,11 +73,7 @@ pub fn run(a: EmbedArgs) -> Result<ExitCode> {
     };
     engine.check_dimensions(opts.dimensions)?;
     let progress = texts.len() > 256 && std::io::stderr().is_terminal();
-    let emb = if progress {
-        embed_with_progress(&engine, &texts, &opts)?
-    } else {
-        engine.embed(&texts, &opts)?
-    };
+    let emb = if progress { embed_with_progress(&engine, &texts, &opts)? } else { engine.embed(&texts, &opts)? };
     match a.format {
         Format::Npy => output::npy(a.output.as_deref().unwrap_or(std::path::Path::new("out.npy")), &emb.vectors)?,
         Format::Jsonl | Format::Json => {

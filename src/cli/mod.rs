@@ -70,13 +70,12 @@ impl ModelArgs {
         let resolved = source::resolve(&self.model, &opts)?;
         let pooling = match &self.pooling {
             None => None,
-            Some(p) => Some(Pooling::parse(p).with_context(|| format!("unknown pooling `{p}` (cls, mean, max, lasttoken)"))?),
+            Some(p) => {
+                Some(Pooling::parse(p).with_context(|| format!("unknown pooling `{p}` (cls, mean, max, lasttoken)"))?)
+            }
         };
-        let ov = SpecOverrides {
-            task: self.task.as_deref().and_then(Task::parse),
-            pooling,
-            max_length: self.max_length,
-        };
+        let ov =
+            SpecOverrides { task: self.task.as_deref().and_then(Task::parse), pooling, max_length: self.max_length };
         let spec = ModelSpec::load(&resolved, &ov)?;
         tracing::info!(model = %spec.name, dir = %spec.dir.display(), arch = spec.arch.name(), "resolved");
         Ok(spec)
@@ -113,8 +112,10 @@ pub fn init_logging(verbose: u8, quiet: bool) {
             _ => "debug",
         }
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("embedrank={level},warn")));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("embedrank={level},warn")));
+    let _ =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode> {

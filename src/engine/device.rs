@@ -38,13 +38,17 @@ impl DeviceChoice {
             DeviceChoice::Cpu => Ok(Device::Cpu),
             DeviceChoice::Cuda(i) => {
                 if !candle_core::utils::cuda_is_available() {
-                    return Err(Error::InvalidInput("this build has no CUDA support (build with --features cuda)".into()));
+                    return Err(Error::InvalidInput(
+                        "this build has no CUDA support (build with --features cuda)".into(),
+                    ));
                 }
                 Ok(Device::new_cuda(i)?)
             }
             DeviceChoice::Metal(i) => {
                 if !candle_core::utils::metal_is_available() {
-                    return Err(Error::InvalidInput("this build has no Metal support (build with --features metal)".into()));
+                    return Err(Error::InvalidInput(
+                        "this build has no Metal support (build with --features metal)".into(),
+                    ));
                 }
                 Ok(Device::new_metal(i)?)
             }

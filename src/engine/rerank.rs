@@ -37,7 +37,9 @@ pub fn tokenize_pairs(engine: &Engine, query: &str, docs: &[String], opts: &Rera
             let max = engine.tokenizer.max_length();
             let fixed = prefix.len() + suffix.len();
             if fixed >= max {
-                return Err(Error::InvalidInput(format!("max length {max} leaves no room for the reranker prompt ({fixed} tokens)")));
+                return Err(Error::InvalidInput(format!(
+                    "max length {max} leaves no room for the reranker prompt ({fixed} tokens)"
+                )));
             }
             let instr = opts.instruction.as_deref().unwrap_or(&tpl.default_instruction);
             let bodies: Vec<String> = docs.iter().map(|d| tpl.body(instr, query, d)).collect();

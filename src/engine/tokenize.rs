@@ -34,11 +34,10 @@ pub struct TextTokenizer {
 impl TextTokenizer {
     pub fn load(spec: &ModelSpec) -> Result<Self> {
         let path = spec.tokenizer_file.clone();
-        let mut tok = Tokenizer::from_file(&path)
-            .map_err(|e| Error::Tokenizer { path: path.clone(), message: e.to_string() })?;
+        let mut tok =
+            Tokenizer::from_file(&path).map_err(|e| Error::Tokenizer { path: path.clone(), message: e.to_string() })?;
         tok.with_padding(None);
-        tok.with_truncation(None)
-            .map_err(|e| Error::Tokenizer { path: path.clone(), message: e.to_string() })?;
+        tok.with_truncation(None).map_err(|e| Error::Tokenizer { path: path.clone(), message: e.to_string() })?;
         let budget = spec.max_length.saturating_sub(spec.append_eos.is_some() as usize).max(1);
         let mut tok_trunc = tok.clone();
         tok_trunc
@@ -79,11 +78,8 @@ impl TextTokenizer {
     /// truncated at the end (special tokens kept, as the reference tokenizers do), or an error when
     /// `truncate` is false.
     pub fn encode_texts(&self, texts: &[String], prompt: &str, truncate: bool) -> Result<Vec<Tokens>> {
-        let inputs: Vec<String> = if prompt.is_empty() {
-            texts.to_vec()
-        } else {
-            texts.iter().map(|t| format!("{prompt}{t}")).collect()
-        };
+        let inputs: Vec<String> =
+            if prompt.is_empty() { texts.to_vec() } else { texts.iter().map(|t| format!("{prompt}{t}")).collect() };
         let tok = if truncate { &self.tok_trunc } else { &self.tok };
         let encs = tok.encode_batch(inputs, true).map_err(|e| self.err(e))?;
         let budget = self.budget();

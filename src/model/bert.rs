@@ -52,10 +52,9 @@ impl Bert {
             });
         }
         let classifier = match head {
-            Head::BertClassifier { num_labels } => Some((
-                ws.linear("pooler.dense", h, h, true)?,
-                ws.linear("classifier", h, *num_labels, true)?,
-            )),
+            Head::BertClassifier { num_labels } => {
+                Some((ws.linear("pooler.dense", h, h, true)?, ws.linear("classifier", h, *num_labels, true)?))
+            }
             _ => None,
         };
         Ok(Bert {

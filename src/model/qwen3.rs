@@ -72,7 +72,10 @@ impl Qwen3 {
                 let vocab = table.dim(0)?;
                 for id in [*yes_id, *no_id] {
                     if id as usize >= vocab {
-                        return Err(Error::weights(ws.path(), format!("token id {id} is outside the {vocab}-row lm_head")));
+                        return Err(Error::weights(
+                            ws.path(),
+                            format!("token id {id} is outside the {vocab}-row lm_head"),
+                        ));
                     }
                 }
                 let ids = Tensor::new(&[*yes_id, *no_id], table.device())?;

@@ -30,9 +30,9 @@ pub fn token() -> Option<String> {
             return Some(t);
         }
     }
-    let home = std::env::var_os("HF_HOME").map(std::path::PathBuf::from).or_else(|| {
-        std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache/huggingface"))
-    })?;
+    let home = std::env::var_os("HF_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache/huggingface")))?;
     let t = std::fs::read_to_string(home.join("token")).ok()?;
     let t = t.trim().to_string();
     (!t.is_empty()).then_some(t)

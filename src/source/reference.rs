@@ -15,10 +15,7 @@ impl ModelRef {
             None => (s, None),
         };
         let valid_part = |p: &str| {
-            !p.is_empty()
-                && p != "."
-                && p != ".."
-                && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            !p.is_empty() && p != "." && p != ".." && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         };
         let parts: Vec<&str> = repo.split('/').collect();
         let ok = match parts.as_slice() {

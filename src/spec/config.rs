@@ -17,8 +17,8 @@ pub struct RawConfig {
 impl RawConfig {
     pub fn read(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let value: Value = serde_json::from_str(&text)
-            .map_err(|e| Error::config(path, format!("not valid JSON: {e}")))?;
+        let value: Value =
+            serde_json::from_str(&text).map_err(|e| Error::config(path, format!("not valid JSON: {e}")))?;
         if !value.is_object() {
             return Err(Error::config(path, "expected a JSON object"));
         }

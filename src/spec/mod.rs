@@ -230,9 +230,7 @@ impl ModelSpec {
         // Task: files first, then the name rule for Qwen3-Reranker, then the user's override.
         let detected = if st.has_modules && st.has_module("Pooling") {
             Task::Embed
-        } else if seq_cls {
-            Task::Rerank
-        } else if is_qwen3 && name_has_reranker {
+        } else if seq_cls || (is_qwen3 && name_has_reranker) {
             Task::Rerank
         } else {
             Task::Embed
@@ -318,7 +316,9 @@ impl ModelSpec {
                         _ => {
                             return Err(Error::Tokenizer {
                                 path: tokenizer_file,
-                                message: "the tokens `yes` and `no` a Qwen3 reranker scores with are not in the vocabulary".into(),
+                                message:
+                                    "the tokens `yes` and `no` a Qwen3 reranker scores with are not in the vocabulary"
+                                        .into(),
                             })
                         }
                     }

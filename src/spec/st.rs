@@ -89,9 +89,8 @@ pub fn read(dir: &Path) -> Result<StFiles> {
     if let Some(v) = read_json(&cst_path)? {
         if let Some(p) = v.get("prompts").and_then(Value::as_object) {
             for (k, val) in p {
-                let s = val
-                    .as_str()
-                    .ok_or_else(|| Error::config(&cst_path, format!("prompt `{k}` is not a string")))?;
+                let s =
+                    val.as_str().ok_or_else(|| Error::config(&cst_path, format!("prompt `{k}` is not a string")))?;
                 st.prompts.insert(k.clone(), s.to_string());
             }
         }

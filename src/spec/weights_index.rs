@@ -26,7 +26,10 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
             }
             let p = dir.join(&f);
             if !p.exists() {
-                return Err(Error::MissingFile { path: p, what: format!("weight shard listed in {}", index.display()) });
+                return Err(Error::MissingFile {
+                    path: p,
+                    what: format!("weight shard listed in {}", index.display()),
+                });
             }
             out.push(p);
         }

@@ -38,11 +38,7 @@ impl WeightStore {
             .map_err(|e| Error::weights(files.first().cloned().unwrap_or_default(), e.to_string()))?;
         let mut names = HashMap::new();
         for (name, _) in st.tensors() {
-            let canon = PREFIXES
-                .iter()
-                .find_map(|p| name.strip_prefix(p))
-                .unwrap_or(&name)
-                .to_string();
+            let canon = PREFIXES.iter().find_map(|p| name.strip_prefix(p)).unwrap_or(&name).to_string();
             names.insert(canon, name.clone());
             names.entry(name.clone()).or_insert(name);
         }
@@ -64,13 +60,9 @@ impl WeightStore {
 
     /// A tensor as stored (dtype unchanged), on the CPU.
     pub fn raw(&self, name: &str) -> Result<Tensor> {
-        let real = self
-            .names
-            .get(name)
-            .ok_or_else(|| Error::weights(self.path(), format!("tensor `{name}` not found")))?;
-        self.st
-            .load(real, &Device::Cpu)
-            .map_err(|e| Error::weights(self.path(), format!("tensor `{name}`: {e}")))
+        let real =
+            self.names.get(name).ok_or_else(|| Error::weights(self.path(), format!("tensor `{name}` not found")))?;
+        self.st.load(real, &Device::Cpu).map_err(|e| Error::weights(self.path(), format!("tensor `{name}`: {e}")))
     }
 
     /// A float tensor in the compute dtype on the compute device, with its shape checked.
@@ -83,7 +75,10 @@ impl WeightStore {
             ));
         }
         if !t.dtype().is_float() {
-            return Err(Error::weights(self.path(), format!("tensor `{name}` has dtype {:?}, expected a float", t.dtype())));
+            return Err(Error::weights(
+                self.path(),
+                format!("tensor `{name}` has dtype {:?}, expected a float", t.dtype()),
+            ));
         }
         Ok(t.to_dtype(self.dtype)?.to_device(&self.device)?)
     }
@@ -118,7 +113,9 @@ fn check_safetensors(path: &Path) -> Result<()> {
     f.read_exact(&mut n).map_err(|e| Error::io(path, e))?;
     let header_len = u64::from_le_bytes(n);
     if header_len > 100_000_000 || 8 + header_len > len {
-        return bad(format!("header length {header_len} does not fit in a {len}-byte file (truncated or not safetensors)"));
+        return bad(format!(
+            "header length {header_len} does not fit in a {len}-byte file (truncated or not safetensors)"
+        ));
     }
     let mut header = vec![0u8; header_len as usize];
     f.read_exact(&mut header).map_err(|e| Error::io(path, e))?;

@@ -1,0 +1,64 @@
+//! Shared test helpers: the repo's own hub cache (made by scripts/fetch-test-models.sh).
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use embedrank::engine::{Engine, EngineOptions};
+use embedrank::source::{self, CacheRoots, ResolveOptions};
+use embedrank::spec::{ModelSpec, SpecOverrides};
+
+pub const MINILM: &str = "sentence-transformers/all-MiniLM-L6-v2";
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn test_hub() -> PathBuf {
+    let hub =
+        std::env::var_os("EMBEDRANK_TEST_HUB").map(PathBuf::from).unwrap_or_else(|| repo_root().join(".cache/hub"));
+    assert!(
+        hub.join("models--sentence-transformers--all-MiniLM-L6-v2/refs/main").exists(),
+        "test model missing: run scripts/fetch-test-models.sh first (looked in {})",
+        hub.display()
+    );
+    hub
+}
+
+pub fn offline_opts() -> ResolveOptions {
+    ResolveOptions { roots: CacheRoots::new(vec![test_hub()]), offline: true }
+}
+
+pub fn spec(model: &str) -> ModelSpec {
+    let r = source::resolve(model, &offline_opts()).expect("resolve");
+    ModelSpec::load(&r, &SpecOverrides::default()).expect("spec")
+}
+
+pub fn engine(model: &str) -> Engine {
+    Engine::load(spec(model), &EngineOptions::default()).expect("load")
+}
+
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len(), "dimension mismatch");
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    dot / (na * nb).max(1e-30)
+}
+
+pub fn fixture(name: &str) -> serde_json::Value {
+    let p = repo_root().join("tests/fixtures").join(name);
+    let s = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    serde_json::from_str(&s).expect("fixture json")
+}
+
+pub fn f32_rows(v: &serde_json::Value) -> Vec<Vec<f32>> {
+    v.as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| r.as_array().expect("row").iter().map(|x| x.as_f64().expect("num") as f32).collect())
+        .collect()
+}
+
+pub fn strings(v: &serde_json::Value) -> Vec<String> {
+    v.as_array().expect("array").iter().map(|x| x.as_str().expect("string").to_string()).collect()
+}
