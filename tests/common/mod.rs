@@ -62,3 +62,35 @@ pub fn f32_rows(v: &serde_json::Value) -> Vec<Vec<f32>> {
 pub fn strings(v: &serde_json::Value) -> Vec<String> {
     v.as_array().expect("array").iter().map(|x| x.as_str().expect("string").to_string()).collect()
 }
+
+/// The tiny golden-test models, regenerated from their recipes (seed 42) on first use.
+pub fn tiny_dir() -> PathBuf {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    let dir = repo_root().join(".cache/tiny");
+    ONCE.call_once(|| {
+        let marker = dir.join(".complete-v1");
+        if marker.exists() {
+            return;
+        }
+        let hub = test_hub();
+        let qtok = repo_root().join(".cache/tokenizers/qwen3");
+        assert!(qtok.join("tokenizer.json").exists(), "Qwen3 tokenizer missing: run scripts/fetch-test-models.sh");
+        let minilm = source::resolve(MINILM, &offline_opts()).expect("minilm").dir;
+        // Build in a private folder, then rename, so parallel test binaries never see a half-written model.
+        let tmp = repo_root().join(format!(".cache/tiny.tmp.{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        embedrank::synth::tiny::write_all(&tmp, &qtok, &minilm).expect("write tiny models");
+        std::fs::write(tmp.join(".complete-v1"), b"").expect("marker");
+        if std::fs::rename(&tmp, &dir).is_err() {
+            // Another process won the race, or an old copy is there: replace it if incomplete.
+            if !marker.exists() {
+                let _ = std::fs::remove_dir_all(&dir);
+                std::fs::rename(&tmp, &dir).expect("install tiny models");
+            } else {
+                let _ = std::fs::remove_dir_all(&tmp);
+            }
+        }
+        let _ = hub;
+    });
+    dir
+}

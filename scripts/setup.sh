@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Install what the project needs on a fresh machine (idempotent): the Python venv used by the
+# script-driven tests, and the offline test models.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [[ ! -x .venv/bin/python ]]; then
+  python3 -m venv .venv
+fi
+# Small, pure-Python tools only; PyTorch/MLX are needed only to regenerate fixtures.
+.venv/bin/pip install --quiet --disable-pip-version-check -r scripts/requirements-ci.txt
+./scripts/fetch-test-models.sh
