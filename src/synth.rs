@@ -2,7 +2,6 @@
 //! reference loads the very same files) and full-size shapes (Qwen3-Embedding 0.6B/4B/8B) for load
 //! and memory tests. Deterministic: a tensor's values depend only on the seed and its name.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
@@ -69,6 +68,49 @@ fn tensor(name: &str, shape: &[usize], init: Init, opts: &SynthOptions) -> Resul
     Ok(Tensor::from_vec(data, shape, &Device::Cpu)?.to_dtype(opts.dtype)?)
 }
 
+/// Write a safetensors file one tensor at a time, so an 8B-parameter checkpoint never needs its
+/// whole size in memory.
+fn write_streaming(path: &Path, tensors: &[(String, Vec<usize>, Init)], opts: &SynthOptions) -> Result<()> {
+    use std::io::Write;
+    let (dtype_name, elem) = match opts.dtype {
+        DType::F32 => ("F32", 4usize),
+        DType::BF16 => ("BF16", 2),
+        DType::F16 => ("F16", 2),
+        other => return Err(Error::InvalidInput(format!("synth: unsupported dtype {other:?}"))),
+    };
+    let mut header = serde_json::Map::new();
+    header.insert("__metadata__".into(), serde_json::json!({"format": "pt"}));
+    let mut offset = 0usize;
+    for (name, shape, _) in tensors {
+        let n: usize = shape.iter().product::<usize>() * elem;
+        header.insert(
+            name.clone(),
+            serde_json::json!({"dtype": dtype_name, "shape": shape, "data_offsets": [offset, offset + n]}),
+        );
+        offset += n;
+    }
+    let mut h = serde_json::to_vec(&Value::Object(header)).map_err(|e| Error::InvalidInput(e.to_string()))?;
+    while h.len() % 8 != 0 {
+        h.push(b' ');
+    }
+    let f = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+    let io = |e| Error::io(path, e);
+    w.write_all(&(h.len() as u64).to_le_bytes()).map_err(io)?;
+    w.write_all(&h).map_err(io)?;
+    for (name, shape, init) in tensors {
+        let t = tensor(name, shape, *init, opts)?.flatten_all()?;
+        let bytes: Vec<u8> = match opts.dtype {
+            DType::F32 => t.to_vec1::<f32>()?.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            DType::BF16 => t.to_vec1::<half::bf16>()?.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            _ => t.to_vec1::<half::f16>()?.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        };
+        w.write_all(&bytes).map_err(io)?;
+    }
+    w.flush().map_err(io)?;
+    Ok(())
+}
+
 fn usize_field(cfg: &Value, k: &str, path: &Path) -> Result<usize> {
     cfg.get(k).and_then(Value::as_u64).map(|v| v as usize).ok_or_else(|| Error::config(path, format!("missing {k}")))
 }
@@ -78,12 +120,7 @@ pub fn write_checkpoint(dir: &Path, config: &Value, opts: &SynthOptions) -> Resu
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let cfg_path = dir.join("config.json");
     let model_type = config.get("model_type").and_then(Value::as_str).unwrap_or("");
-    let arch = config
-        .get("architectures")
-        .and_then(|a| a.get(0))
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
+    let arch = config.get("architectures").and_then(|a| a.get(0)).and_then(Value::as_str).unwrap_or("").to_string();
     let w = opts.std * 3f32.sqrt();
     let mat = Init::Uniform { centre: 0.0, spread: w };
     let norm = Init::Uniform { centre: 1.0, spread: 0.1 };
@@ -173,15 +210,11 @@ pub fn write_checkpoint(dir: &Path, config: &Value, opts: &SynthOptions) -> Resu
             })
         }
     }
-    let mut tensors = HashMap::new();
-    for (name, shape, init) in &t {
-        tensors.insert(name.clone(), tensor(name, shape, *init, opts)?);
-    }
     let text = serde_json::to_string_pretty(config).map_err(|e| Error::config(&cfg_path, e.to_string()))?;
     std::fs::write(&cfg_path, text).map_err(|e| Error::io(&cfg_path, e))?;
     let st = dir.join("model.safetensors");
     let tmp = dir.join("model.safetensors.partial");
-    candle_core::safetensors::save(&tensors, &tmp)?;
+    write_streaming(&tmp, &t, opts)?;
     std::fs::rename(&tmp, &st).map_err(|e| Error::io(&st, e))?;
     Ok(())
 }

@@ -20,7 +20,8 @@ fn run(args: &[&str]) -> Output {
 }
 
 fn run_stdin(args: &[&str], input: &str) -> Output {
-    let mut child = bin().args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child =
+        bin().args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
     child.wait_with_output().unwrap()
 }
@@ -66,7 +67,8 @@ fn reads_input_file_and_stdin_and_writes_json_and_npy() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.jsonl");
     std::fs::write(&input, "{\"text\": \"first\"}\nsecond plain line\n").unwrap();
-    let o = run(&["embed", "--cache-dir", &hub(), "-m", MINILM, "--input", input.to_str().unwrap(), "--dimensions", "128"]);
+    let o =
+        run(&["embed", "--cache-dir", &hub(), "-m", MINILM, "--input", input.to_str().unwrap(), "--dimensions", "128"]);
     let rows = jsonl(&o);
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0]["embedding"].as_array().unwrap().len(), 128);
@@ -78,7 +80,8 @@ fn reads_input_file_and_stdin_and_writes_json_and_npy() {
     assert!(doc["usage"]["prompt_tokens"].as_u64().unwrap() >= 9);
 
     let npy = dir.path().join("out.npy");
-    let o = run(&["embed", "--cache-dir", &hub(), "-m", MINILM, "--format", "npy", "-o", npy.to_str().unwrap(), "x", "y"]);
+    let o =
+        run(&["embed", "--cache-dir", &hub(), "-m", MINILM, "--format", "npy", "-o", npy.to_str().unwrap(), "x", "y"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let bytes = std::fs::read(&npy).unwrap();
     assert_eq!(&bytes[..6], b"\x93NUMPY");
@@ -124,7 +127,14 @@ fn rerank_cli_sorts_and_returns_documents() {
 fn copy_model(to: &Path) {
     let src = source_dir();
     std::fs::create_dir_all(to.join("1_Pooling")).unwrap();
-    for f in ["config.json", "tokenizer.json", "model.safetensors", "modules.json", "sentence_bert_config.json", "1_Pooling/config.json"] {
+    for f in [
+        "config.json",
+        "tokenizer.json",
+        "model.safetensors",
+        "modules.json",
+        "sentence_bert_config.json",
+        "1_Pooling/config.json",
+    ] {
         std::fs::copy(src.join(f), to.join(f)).unwrap();
     }
 }
@@ -136,7 +146,10 @@ fn source_dir() -> std::path::PathBuf {
 #[test]
 fn missing_model_lists_where_it_looked() {
     let o = run(&["embed", "--cache-dir", "/nonexistent/cache", "-m", "nobody/no-such-model", "x"]);
-    assert_one_line_error(&o, &["nobody/no-such-model", "/nonexistent/cache/models--nobody--no-such-model", "HF_HUB_OFFLINE"]);
+    assert_one_line_error(
+        &o,
+        &["nobody/no-such-model", "/nonexistent/cache/models--nobody--no-such-model", "HF_HUB_OFFLINE"],
+    );
     let o = run(&["embed", "-m", "not a/valid//id", "x"]);
     assert_one_line_error(&o, &["not a/valid//id"]);
 }
@@ -154,7 +167,8 @@ fn missing_tokenizer_is_named() {
 fn unsupported_architecture_is_named() {
     let d = tempfile::tempdir().unwrap();
     copy_model(d.path());
-    std::fs::write(d.path().join("config.json"), r#"{"architectures": ["T5EncoderModel"], "model_type": "t5"}"#).unwrap();
+    std::fs::write(d.path().join("config.json"), r#"{"architectures": ["T5EncoderModel"], "model_type": "t5"}"#)
+        .unwrap();
     let o = run(&["embed", "-m", d.path().to_str().unwrap(), "x"]);
     assert_one_line_error(&o, &["config.json", "unsupported architecture `T5EncoderModel`"]);
 }
@@ -171,7 +185,9 @@ fn malformed_config_is_named() {
     let o = run(&["embed", "-m", d.path().to_str().unwrap(), "x"]);
     assert_one_line_error(&o, &["config.json", "missing field"]);
     // Inconsistent values.
-    let cfg = std::fs::read_to_string(source_dir().join("config.json")).unwrap().replace("\"num_attention_heads\": 12", "\"num_attention_heads\": 7");
+    let cfg = std::fs::read_to_string(source_dir().join("config.json"))
+        .unwrap()
+        .replace("\"num_attention_heads\": 12", "\"num_attention_heads\": 7");
     std::fs::write(d.path().join("config.json"), cfg).unwrap();
     let o = run(&["embed", "-m", d.path().to_str().unwrap(), "x"]);
     assert_one_line_error(&o, &["config.json", "not a multiple of num_attention_heads 7"]);

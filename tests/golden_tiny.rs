@@ -17,7 +17,11 @@ fn load(name: &str) -> Engine {
 }
 
 fn ids(v: &serde_json::Value) -> Vec<Vec<u32>> {
-    v.as_array().unwrap().iter().map(|r| r.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect())
+        .collect()
 }
 
 fn f32s(v: &serde_json::Value) -> Vec<f32> {
@@ -126,7 +130,9 @@ fn qwen3_reranker_matches_transformers() {
         check_scores(&raw, &f32s(&case["raw"]), 1e-3, &format!("qwen3 reranker raw ({key})"));
     }
     // Top-n and returned documents.
-    let top = e.rerank(query, &docs, &RerankOptions { top_n: Some(2), return_documents: true, ..Default::default() }).unwrap();
+    let top = e
+        .rerank(query, &docs, &RerankOptions { top_n: Some(2), return_documents: true, ..Default::default() })
+        .unwrap();
     assert_eq!(top.len(), 2);
     assert_eq!(top[0].document.as_deref(), Some(docs[top[0].index].as_str()));
     // An embedder used as a reranker and vice versa is a clear error.
