@@ -42,6 +42,33 @@ pub enum Error {
 
     #[error("compute: {0}")]
     Candle(#[from] candle_core::Error),
+
+    /// An evaluation data file (BEIR corpus/queries/qrels, STS pairs) that cannot be used.
+    #[error("{}: {message}", path.display())]
+    EvalData { path: PathBuf, message: String },
+
+    /// The hub answered with an error status (X-Error-Code: RepoNotFound, GatedRepo, EntryNotFound, …).
+    #[error("hub: `{repo}`: {status} {code}: {message}")]
+    Hub { repo: String, status: u16, code: String, message: String },
+
+    /// A downloaded file does not match its size or sha256; it was deleted.
+    #[error("{}: integrity check failed: {message}", path.display())]
+    Integrity { path: PathBuf, message: String },
+
+    /// HF_HUB_OFFLINE is set and the cache cannot answer alone.
+    #[error("`{repo}`: offline (HF_HUB_OFFLINE is set) and {message}")]
+    Offline { repo: String, message: String },
+
+    #[error("quantized weight: {0}")]
+    Quantization(String),
+
+    /// `convert` refuses to replace an existing output without --force.
+    #[error("{}: already exists (use --force to replace it)", path.display())]
+    OutputExists { path: PathBuf },
+
+    /// The HTTP server could not start or stopped with an error.
+    #[error("server: {0}")]
+    Server(String),
 }
 
 impl Error {

@@ -4,9 +4,13 @@
 //! into one [`spec::ModelSpec`], [`weights`] loads tensors, [`model`] holds the architectures, and
 //! [`engine`] tokenizes, batches and post-processes. The CLI and server sit on top of the engine.
 
+pub mod bench;
+pub mod convert;
 pub mod engine;
 pub mod error;
+pub mod eval;
 pub mod model;
+pub mod server;
 pub mod source;
 pub mod spec;
 pub mod synth;

@@ -1,9 +1,16 @@
 //! Subcommands and the options they share.
 
+mod bench;
+mod check;
+mod convert;
 mod embed;
+mod eval;
 mod input;
 mod output;
+mod pull;
 mod rerank;
+mod serve;
+mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,6 +40,20 @@ pub enum Command {
     Embed(embed::EmbedArgs),
     /// Rerank documents against a query; JSON out, best first.
     Rerank(rerank::RerankArgs),
+    /// What is in the hub cache roots and how the wanted list stands (exit 1 if something is missing).
+    Status(status::StatusArgs),
+    /// Download a model into the hub cache: resumable, sha256-verified, huggingface_hub layout.
+    Pull(pull::PullArgs),
+    /// Load models and run built-in probes: shape, norm, ranking, latency, throughput, memory.
+    Check(check::CheckArgs),
+    /// Retrieval (BEIR folder) and STS quality, optionally reranked or against a second model.
+    Eval(eval::EvalArgs),
+    /// Quantize a model into the MLX layout (loads in mlx-lm / mlx-embeddings too).
+    Convert(convert::ConvertArgs),
+    /// Serve models over HTTP: OpenAI, Cohere/Jina and TEI-compatible routes.
+    Serve(serve::ServeArgs),
+    /// Throughput (real tokens/s), single-query latency and peak memory on a document workload.
+    Bench(bench::BenchArgs),
 }
 
 /// How to find and load a model.
@@ -122,5 +143,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Embed(a) => embed::run(a),
         Command::Rerank(a) => rerank::run(a),
+        Command::Status(a) => status::run(a),
+        Command::Pull(a) => pull::run(a),
+        Command::Check(a) => check::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::Convert(a) => convert::run(a),
+        Command::Serve(a) => serve::run(a),
+        Command::Bench(a) => bench::run(a),
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod batch;
 pub mod device;
+pub mod memory;
 pub mod pool;
 pub mod rerank;
 pub mod tokenize;

@@ -72,10 +72,10 @@ impl Bert {
     /// Hidden states [b, l, hidden]; batches must be right-padded.
     pub fn forward(&self, batch: &Batch) -> Result<Tensor> {
         let (b, l) = batch.ids.dims2()?;
-        if l > self.pos.table().dim(0)? {
+        if l > self.pos.num_rows() {
             return Err(Error::InvalidInput(format!(
                 "sequence of {l} tokens is longer than the model's {} positions",
-                self.pos.table().dim(0)?
+                self.pos.num_rows()
             )));
         }
         let positions = Tensor::arange(0u32, l as u32, batch.ids.device())?.unsqueeze(0)?.repeat((b, 1))?;

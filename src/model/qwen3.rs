@@ -63,13 +63,16 @@ impl Qwen3 {
         let embed = Embedding::load(ws, "embed_tokens", c.vocab_size, h)?;
         let score_rows = match head {
             Head::Qwen3YesNo { yes_id, no_id } => {
-                // Only the two rows the score needs: lm_head if shipped, else the tied embedding.
+                // Only the two rows the score needs: lm_head if shipped, else the tied embedding;
+                // either may be quantized, then only these two rows are dequantized.
+                let lm_head;
                 let table = if ws.has("lm_head.weight") {
-                    ws.get("lm_head.weight", &[c.vocab_size, h])?
+                    lm_head = Embedding::load(ws, "lm_head", c.vocab_size, h)?;
+                    &lm_head
                 } else {
-                    embed.table().clone()
+                    &embed
                 };
-                let vocab = table.dim(0)?;
+                let vocab = table.num_rows();
                 for id in [*yes_id, *no_id] {
                     if id as usize >= vocab {
                         return Err(Error::weights(
@@ -78,8 +81,7 @@ impl Qwen3 {
                         ));
                     }
                 }
-                let ids = Tensor::new(&[*yes_id, *no_id], table.device())?;
-                Some(table.index_select(&ids, 0)?)
+                Some(table.rows(&[*yes_id, *no_id])?)
             }
             Head::Qwen3SeqCls => Some(ws.get("score.weight", &[1, h])?),
             _ => None,

@@ -5,7 +5,10 @@
 
 pub mod cache;
 pub mod download;
+pub mod inventory;
+pub mod pull;
 pub mod reference;
+pub mod wanted;
 
 use std::path::PathBuf;
 

@@ -2,6 +2,7 @@
 //! task, pooling, prompts, normalization, max length, padding side. Later stages read only the spec.
 
 pub mod config;
+pub mod quant;
 pub mod st;
 pub mod weights_index;
 
@@ -11,6 +12,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 pub use config::{Activation, BertConfig, Qwen3Config, RawConfig};
+pub use quant::{QuantMode, QuantParams, Quantization};
 
 use crate::source::ResolvedModel;
 use crate::{Error, Result};
@@ -169,6 +171,8 @@ pub struct ModelSpec {
     pub score_activation: ScoreActivation,
     pub tokenizer_file: PathBuf,
     pub weight_files: Vec<PathBuf>,
+    /// MLX quantization entry of config.json (None: not a quantized checkpoint).
+    pub quantization: Option<Quantization>,
     /// Decisions made from fallbacks rather than files, for `--verbose`.
     pub notes: Vec<String>,
 }
@@ -200,6 +204,7 @@ impl ModelSpec {
             });
         }
         let weight_files = weights_index::weight_files(&dir)?;
+        let quantization = Quantization::from_config(&raw.value, &config_path)?;
         let st = st::read(&dir)?;
         let architectures = raw.architectures();
         let model_type = raw.model_type().unwrap_or("").to_string();
@@ -251,10 +256,17 @@ impl ModelSpec {
                     (Some(p), _) => p,
                     (None, Some(p)) => p,
                     (None, None) => {
+                        // MLX conversions copy only top-level JSON files: modules.json can name a
+                        // Pooling module whose folder was not copied. bge pools CLS; MiniLM/mpnet mean.
                         let n = resolved.name.to_ascii_lowercase();
                         let p = if n.contains("bge") { Pooling::Cls } else { Pooling::Mean };
+                        let why = if st.has_module("Pooling") {
+                            "modules.json lists a Pooling module but its config.json is missing"
+                        } else {
+                            "no sentence-transformers pooling config"
+                        };
                         notes.push(format!(
-                            "no sentence-transformers pooling config; using the family default `{}`",
+                            "{why}; using the model family's pooling `{}` (override with --pooling)",
                             p.as_str()
                         ));
                         p
@@ -385,6 +397,7 @@ impl ModelSpec {
             score_activation,
             tokenizer_file,
             weight_files,
+            quantization,
             notes,
         })
     }

@@ -1,11 +1,18 @@
-//! A linear layer whose storage the model code does not see.
+//! A linear layer whose storage the model code does not see: a dense float matrix, or an MLX
+//! affine-quantized one kept packed and multiplied by `weights::qkernel`.
 
-use candle_core::{Module, Tensor};
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Module, Tensor};
+
+use super::qkernel::AffineWeight;
 
 #[derive(Debug, Clone)]
 pub enum Linear {
     /// weight [out, in], optional bias [out]
     Dense { weight: Tensor, bias: Option<Tensor> },
+    /// packed weight [out, in] (CPU memory), optional bias [out] (compute device and dtype)
+    Quantized { weight: Arc<AffineWeight>, bias: Option<Tensor> },
 }
 
 impl Linear {
@@ -13,31 +20,62 @@ impl Linear {
         Linear::Dense { weight, bias }
     }
 
+    pub fn quantized(weight: AffineWeight, bias: Option<Tensor>) -> Self {
+        Linear::Quantized { weight: Arc::new(weight), bias }
+    }
+
     pub fn out_dim(&self) -> usize {
         match self {
             Linear::Dense { weight, .. } => weight.dims()[0],
+            Linear::Quantized { weight, .. } => weight.n(),
         }
+    }
+
+    pub fn is_quantized(&self) -> bool {
+        matches!(self, Linear::Quantized { .. })
     }
 }
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        match self {
-            Linear::Dense { weight, bias } => {
-                // Flatten leading dims so one GEMM covers the whole batch.
-                let dims = x.dims().to_vec();
-                let k = dims[dims.len() - 1];
-                let rows: usize = dims[..dims.len() - 1].iter().product();
-                let y = x.reshape((rows, k))?.matmul(&weight.t()?)?;
-                let y = match bias {
-                    Some(b) => y.broadcast_add(b)?,
-                    None => y,
-                };
-                let mut out = dims;
-                let last = out.len() - 1;
-                out[last] = weight.dims()[0];
-                y.reshape(out)
-            }
-        }
+        // Flatten leading dims so one GEMM covers the whole batch.
+        let dims = x.dims().to_vec();
+        let k = dims[dims.len() - 1];
+        let rows: usize = dims[..dims.len() - 1].iter().product();
+        let (y, bias, n) = match self {
+            Linear::Dense { weight, bias } => (x.reshape((rows, k))?.matmul(&weight.t()?)?, bias, weight.dims()[0]),
+            Linear::Quantized { weight, bias } => (quantized_matmul(weight, x, rows, k)?, bias, weight.n()),
+        };
+        let y = match bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        };
+        let mut out = dims;
+        let last = out.len() - 1;
+        out[last] = n;
+        y.reshape(out)
     }
+}
+
+/// x [.., k] as [rows, k] times Wᵀ -> [rows, n] in x's dtype on x's device.
+fn quantized_matmul(w: &AffineWeight, x: &Tensor, rows: usize, k: usize) -> candle_core::Result<Tensor> {
+    if k != w.k() {
+        return Err(candle_core::Error::Msg(format!("quantized linear expects inputs of width {}, got {k}", w.k())));
+    }
+    let dtype = x.dtype();
+    let device = x.device();
+    if device.is_cpu() {
+        // The kernel works on f32 slices: copy the activations out and the result back (small next
+        // to the weight traffic of the matmul itself).
+        let xs = x.reshape((rows, k))?.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let mut out = vec![0f32; rows * w.n()];
+        w.matmul(&xs, rows, &mut out);
+        return Tensor::from_vec(out, (rows, w.n()), &Device::Cpu)?.to_dtype(dtype);
+    }
+    // GPU devices: dequantize this layer on the CPU for this call and multiply there on the device;
+    // correct first, a device kernel later. Only one layer is ever expanded at a time.
+    let mut dense = vec![0f32; w.n() * k];
+    w.dequantize_rows(0..w.n(), &mut dense);
+    let wt = Tensor::from_vec(dense, (w.n(), k), device)?.to_dtype(dtype)?;
+    x.reshape((rows, k))?.matmul(&wt.t()?)
 }

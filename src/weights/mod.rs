@@ -3,6 +3,8 @@
 //! whose storage the model code does not need to know.
 
 pub mod linear;
+pub mod qkernel;
+pub mod quant;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -11,7 +13,9 @@ use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
 
 pub use linear::Linear;
+pub use quant::RawEntry;
 
+use crate::spec::Quantization;
 use crate::{Error, Result};
 
 /// Leading prefixes stripped from tensor names so model code asks for one canonical name.
@@ -25,12 +29,17 @@ pub struct WeightStore {
     pub device: Device,
     /// dtype float tensors are converted to when loaded
     pub dtype: DType,
+    /// real name -> where its bytes are (quantized tensors are read without the map)
+    raw: HashMap<String, RawEntry>,
+    /// MLX quantization entry, to check quantized layers against (shapes decide without it).
+    quantization: Option<Quantization>,
 }
 
 impl WeightStore {
     pub fn open(files: &[PathBuf], device: &Device, dtype: DType) -> Result<Self> {
+        let mut raw = HashMap::new();
         for f in files {
-            check_safetensors(f)?;
+            raw.extend(check_safetensors(f)?);
         }
         // SAFETY: the files are memory-mapped read-only; a model file changed underneath a running
         // process is outside what we can defend against (the same contract as every mmap loader).
@@ -42,7 +51,7 @@ impl WeightStore {
             names.insert(canon, name.clone());
             names.entry(name.clone()).or_insert(name);
         }
-        Ok(WeightStore { st, names, files: files.to_vec(), device: device.clone(), dtype })
+        Ok(WeightStore { st, names, files: files.to_vec(), device: device.clone(), dtype, raw, quantization: None })
     }
 
     pub fn path(&self) -> &Path {
@@ -91,17 +100,49 @@ impl WeightStore {
         }
     }
 
-    /// A linear layer `prefix.weight` [out, in] (+ `prefix.bias` [out] when `bias`).
+    /// Check quantized layers against this config entry (bits, group size, mode).
+    pub fn set_quantization(&mut self, q: Option<Quantization>) {
+        self.quantization = q;
+    }
+
+    /// A linear layer `prefix.weight` [out, in] (+ `prefix.bias` [out] when `bias`). Quantized
+    /// exactly when `prefix.scales` exists (the MLX rule).
     pub fn linear(&self, prefix: &str, in_dim: usize, out_dim: usize, bias: bool) -> Result<Linear> {
-        let w = self.get(&format!("{prefix}.weight"), &[out_dim, in_dim])?;
         let b = if bias { Some(self.get(&format!("{prefix}.bias"), &[out_dim])?) } else { None };
+        if let Some(q) = self.quantized(prefix, out_dim, in_dim)? {
+            return Ok(Linear::quantized(q, b));
+        }
+        let w = self.get(&format!("{prefix}.weight"), &[out_dim, in_dim])?;
         Ok(Linear::dense(w, b))
+    }
+
+    /// The affine-quantized weight [rows, cols] of layer `prefix`, or None when it is not quantized.
+    pub fn quantized(&self, prefix: &str, rows: usize, cols: usize) -> Result<Option<qkernel::AffineWeight>> {
+        let scales = format!("{prefix}.scales");
+        if !self.has(&scales) {
+            return Ok(None);
+        }
+        let entry = |n: &str| self.names.get(n).and_then(|real| self.raw.get(real));
+        let missing = |n: &str| Error::weights(self.path(), format!("tensor `{n}` not found"));
+        let weight_name = format!("{prefix}.weight");
+        let weight = entry(&weight_name).ok_or_else(|| missing(&weight_name))?;
+        let scales = entry(&scales).ok_or_else(|| missing(&scales))?;
+        let biases = entry(&format!("{prefix}.biases"));
+        let expected = self.quantization.as_ref().and_then(|q| q.params_for(prefix));
+        if self.quantization.is_some() && expected.is_none() {
+            return Err(Error::weights(
+                self.path(),
+                format!("layer `{prefix}` is quantized but the config's quantization entry says `false` for it"),
+            ));
+        }
+        let t = quant::QuantTensors { weight, scales, biases };
+        quant::load_affine(&weight.file, prefix, t, rows, cols, expected).map(Some)
     }
 }
 
 /// Check a safetensors file's header and length before mapping it, so a truncated or corrupt file
 /// is a one-line error naming the file.
-fn check_safetensors(path: &Path) -> Result<()> {
+fn check_safetensors(path: &Path) -> Result<Vec<(String, RawEntry)>> {
     use std::io::Read;
     let bad = |m: String| Err(Error::weights(path, m));
     let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
@@ -124,14 +165,24 @@ fn check_safetensors(path: &Path) -> Result<()> {
         Err(e) => return bad(format!("header is not valid JSON: {e}")),
     };
     let mut end = 0u64;
+    let mut entries = Vec::new();
     if let Some(obj) = v.as_object() {
         for (k, t) in obj {
             if k == "__metadata__" {
                 continue;
             }
             if let Some(off) = t.get("data_offsets").and_then(|o| o.as_array()) {
+                let b = off.first().and_then(|x| x.as_u64()).unwrap_or(0);
                 if let Some(e) = off.get(1).and_then(|x| x.as_u64()) {
                     end = end.max(e);
+                    let dtype = t.get("dtype").and_then(|d| d.as_str()).unwrap_or("").to_string();
+                    let shape = t
+                        .get("shape")
+                        .and_then(|s| s.as_array())
+                        .map(|s| s.iter().filter_map(|x| x.as_u64()).map(|x| x as usize).collect())
+                        .unwrap_or_default();
+                    let (offset, len) = (8 + header_len + b, e.saturating_sub(b));
+                    entries.push((k.clone(), RawEntry { file: path.to_path_buf(), dtype, shape, offset, len }));
                 }
             }
         }
@@ -140,5 +191,5 @@ fn check_safetensors(path: &Path) -> Result<()> {
     if end > have {
         return bad(format!("tensor data needs {end} bytes but the file holds {have} (truncated download?)"));
     }
-    Ok(())
+    Ok(entries)
 }

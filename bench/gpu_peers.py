@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""GPU peer against `embedrank bench`: sentence-transformers in bf16 with sdpa attention, on the same
+checkpoint (a random-weight Qwen3-Embedding shape from make_qwen3_shapes.py), same documents, same
+batch size, same GPU, same run. Prints real tokens/s, texts/s, single-query latency, MFU (useful FLOPs,
+same formula as embedrank's bench::flops, over 989 TFLOP/s) and embedrank's speed over the peer.
+
+It first checks that both runners compute the same thing: the first 32 documents embedded by
+`embedrank embed` and by sentence-transformers, minimum cosine printed (bf16 on both sides).
+
+usage (on the GPU machine; see bench/gpu_run.sh):
+  python3 bench/gpu_peers.py --model-dir DIR --input corpus.jsonl --embedrank /path/to/embedrank
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+PEAK_TFLOPS = 989.0
+
+
+def useful_flops(cfg, lengths):
+    """Mirror of embedrank::bench::flops for Qwen3: linear layers + causal attention, real tokens only."""
+    h, i, hd, L = cfg["hidden_size"], cfg["intermediate_size"], cfg["head_dim"], cfg["num_hidden_layers"]
+    q, kv = cfg["num_attention_heads"] * hd, cfg["num_key_value_heads"] * hd
+    per_token = 2 * L * (h * q + 2 * h * kv + q * h + 3 * h * i)
+    return sum(per_token * n + 4 * L * q * n * (n + 1) / 2 for n in lengths)
+
+
+def embedrank_vectors(binary, model_dir, texts, env):
+    with tempfile.TemporaryDirectory() as tmp:
+        inp = os.path.join(tmp, "in.jsonl")
+        with open(inp, "w") as f:
+            for t in texts:
+                f.write(json.dumps({"text": t}) + "\n")
+        cmd = [binary, "embed", "--model", model_dir, "--device", "cuda", "--dtype", "bf16", "--input", inp,
+               "--format", "json"]
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=env)
+        if p.returncode != 0:
+            sys.exit(f"embedrank embed failed with exit code {p.returncode}")
+        return np.array([d["embedding"] for d in json.loads(p.stdout)["data"]], dtype=np.float32)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model-dir", required=True)
+    ap.add_argument("--input", required=True)
+    ap.add_argument("--limit", type=int, default=1000)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--latency-requests", type=int, default=100)
+    ap.add_argument("--embedrank", required=True)
+    ap.add_argument("--embedrank-args", default="", help="extra arguments for embedrank bench")
+    ap.add_argument("--skip", action="append", default=[], choices=["embedrank", "st", "check"])
+    ap.add_argument("--json", metavar="FILE")
+    a = ap.parse_args()
+
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    env = dict(os.environ)
+    with open(os.path.join(a.model_dir, "config.json")) as f:
+        cfg = json.load(f)
+    docs = common.load_docs(a.input, a.limit)
+    queries = common.load_queries(a.input)
+    gpu = torch.cuda.get_device_name(0)
+    rows = []
+
+    st = SentenceTransformer(
+        a.model_dir, device="cuda", model_kwargs={"dtype": torch.bfloat16, "attn_implementation": "sdpa"}
+    )
+    lengths = [len(x) for x in st.tokenizer(docs, truncation=True, max_length=st.max_seq_length)["input_ids"]]
+    real_tokens = sum(lengths)
+    flops = useful_flops(cfg, lengths)
+    bs = a.batch_size
+
+    if "check" not in a.skip and "embedrank" not in a.skip:
+        ref = st.encode(docs[:32], batch_size=bs).astype(np.float64)
+        mine = embedrank_vectors(a.embedrank, a.model_dir, docs[:32], env).astype(np.float64)
+        # Both normalized here in f64: ST's own Normalize runs in bf16, so its norms are not exactly 1.
+        cos = (ref * mine).sum(1) / np.linalg.norm(ref, axis=1) / np.linalg.norm(mine, axis=1)
+        print(f"check: embedrank vs sentence-transformers (bf16, 32 documents): min cosine {cos.min():.5f}, "
+              f"mean {cos.mean():.5f}", flush=True)
+
+    if "embedrank" not in a.skip:
+        args = ["--model", a.model_dir, "--device", "cuda", "--dtype", "bf16", "--input", a.input,
+                "--limit", str(a.limit), "--batch-size", str(bs), "--runs", str(a.runs),
+                "--latency-requests", str(a.latency_requests), *a.embedrank_args.split()]
+        r = common.run_embedrank(a.embedrank, args)
+        rows.append(r)
+
+    if "st" not in a.skip:
+        # A whole pass to warm up: the first pass over new shapes is up to 2x slower (kernel selection),
+        # which embedrank (no autotuning) does not pay.
+        st.encode(docs, batch_size=bs)
+        torch.cuda.reset_peak_memory_stats()
+        walls = common.time_runs(lambda: st.encode(docs, batch_size=bs, convert_to_numpy=True), a.runs)
+        lat = common.latencies(lambda q: st.encode([q], batch_size=1), queries, a.latency_requests)
+        wall = float(np.median(walls))
+        rows.append(common.result(
+            "sentence-transformers bf16 sdpa", real_tokens, len(docs), walls, lat,
+            achieved_tflops=flops / wall / 1e12, mfu=flops / wall / 1e12 / PEAK_TFLOPS,
+            gpu_peak_alloc_bytes=torch.cuda.max_memory_allocated(),
+        ))
+
+    for r in rows:
+        if r["real_tokens"] != real_tokens:
+            print(f"WARNING: {r['name']} counted {r['real_tokens']} real tokens, the tokenizer {real_tokens}",
+                  file=sys.stderr)
+    print(f"\n{os.path.basename(a.model_dir.rstrip('/'))} on {gpu}: {len(docs)} documents, {real_tokens} real tokens, "
+          f"batch {bs}, median of {a.runs} runs, latency: one query x {a.latency_requests}")
+    common.print_table(rows)
+    for r in rows:
+        if r.get("mfu") is not None:
+            print(f"{r['name']}: {r['achieved_tflops']:.1f} TFLOP/s useful, MFU {100 * r['mfu']:.1f}% of {PEAK_TFLOPS:.0f}")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"gpu": gpu, "torch": torch.__version__, "time": time.time(), "results": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

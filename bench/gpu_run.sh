@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# GPU benchmark: embedrank (CUDA build) against sentence-transformers bf16/sdpa on Qwen3-Embedding shapes.
+#
+#   bench/gpu_run.sh prepare   # here (no GPU): pack what the GPU machine needs into .cache/gpu-carry
+#   bench/gpu_run.sh run       # on the GPU machine, from the repo root (the device tool: carry .cache/gpu-carry)
+#
+# `prepare` needs scripts/build-cuda.sh to have built target-cuda/dist/embedrank-cuda.xz and
+# `bench/make_qwen3_shapes.py --fetch-tokenizer` to have fetched the tokenizer. The random-weight
+# checkpoints are generated on the GPU machine itself (seeded; too big to carry). SHAPES="0.6B 4B" picks
+# the shapes (default 0.6B); LIMIT, RUNS, BATCH, LATENCY set the workload. Results: $OUT (or /tmp/gpu-out).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CARRY="$ROOT/.cache/gpu-carry"
+DATA="${DATA:-$ROOT/../shared/data/scifact}"
+
+prepare() {
+  rm -rf "$CARRY.partial"
+  mkdir -p "$CARRY.partial/tokenizer" "$CARRY.partial/data"
+  cp "$ROOT/target-cuda/dist/embedrank-cuda.xz" "$CARRY.partial/"
+  cp "$ROOT/.cache/qwen3-tokenizer/"{tokenizer.json,tokenizer_config.json,LICENSE,SOURCE} "$CARRY.partial/tokenizer/"
+  # The first 2000 documents are more than any run uses; the queries file is small.
+  head -n 2000 "$DATA/corpus.jsonl" >"$CARRY.partial/data/corpus.jsonl"
+  cp "$DATA/queries.jsonl" "$CARRY.partial/data/"
+  rm -rf "$CARRY"
+  mv "$CARRY.partial" "$CARRY"
+  du -sh "$CARRY"
+}
+
+run() {
+  local out="${OUT:-/tmp/gpu-out}" bin=/tmp/embedrank
+  mkdir -p "$out"
+  xz -dc "$CARRY/embedrank-cuda.xz" >"$bin"
+  chmod +x "$bin"
+  # libcudart/libcublas/libcurand from PyTorch's CUDA 13 wheels; libcuda.so.1 comes from the driver.
+  local cu13
+  cu13="$(python3 -c 'import nvidia, os; print(os.path.join(list(nvidia.__path__)[0], "cu13", "lib"))')"
+  export LD_LIBRARY_PATH="$cu13${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
+  "$bin" --version
+  for shape in ${SHAPES:-0.6B}; do
+    local dir="/tmp/shapes/Qwen3-Embedding-$shape-random"
+    local t0=$SECONDS
+    python3 "$ROOT/bench/make_qwen3_shapes.py" --shape "$shape" --out "$dir" --tokenizer-dir "$CARRY/tokenizer"
+    echo "checkpoint $shape made in $((SECONDS - t0)) s"
+    local skip=()
+    # If the CUDA binary cannot embed at all, still measure the peer, and show why.
+    if ! "$bin" embed --model "$dir" --device cuda --dtype bf16 "smoke test" >/dev/null 2>"$out/smoke-$shape.err"; then
+      echo "embedrank on CUDA failed:"; cat "$out/smoke-$shape.err"
+      skip=(--skip embedrank --skip check)
+    fi
+    PYTHONUNBUFFERED=1 python3 "$ROOT/bench/gpu_peers.py" --model-dir "$dir" --input "$CARRY/data/corpus.jsonl" \
+      --embedrank "$bin" --limit "${LIMIT:-1000}" --runs "${RUNS:-3}" --batch-size "${BATCH:-32}" \
+      --latency-requests "${LATENCY:-100}" "${skip[@]}" --json "$out/gpu-$shape.json" 2>&1 | tee "$out/gpu-$shape.log"
+  done
+}
+
+case "${1:-}" in
+  prepare) prepare ;;
+  run) run ;;
+  *) echo "usage: $0 prepare|run" >&2; exit 2 ;;
+esac

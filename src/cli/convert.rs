@@ -1,0 +1,124 @@
+//! `embedrank convert`: quantize a checkpoint into the MLX layout.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use embedrank::convert::{self, ConvertOptions, Destination};
+use embedrank::source::{self, ResolveOptions};
+use embedrank::spec::{ModelSpec, SpecOverrides, Task};
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(Args, Debug)]
+pub struct ConvertArgs {
+    /// Model to quantize: a local folder, or org/name[@revision] (downloaded if missing).
+    pub source: String,
+    /// Bits per weight: 2, 3, 4, 5, 6 or 8.
+    #[arg(long, default_value_t = 4)]
+    pub bits: u32,
+    /// Weights per scale/bias group: 32, 64 or 128.
+    #[arg(long, default_value_t = 64)]
+    pub group_size: usize,
+    /// Bits for the embedding tables (e.g. 8 keeps more quality at 4 bits); written as MLX
+    /// per-layer overrides.
+    #[arg(long)]
+    pub embedding_bits: Option<u32>,
+    /// Cast float tensors to f32, f16 or bf16 first (mlx-embeddings' convert uses f16); default:
+    /// keep each tensor's dtype.
+    #[arg(long, value_parser = ["f32", "f16", "bf16"])]
+    pub dtype: Option<String>,
+    /// Output folder. Default: the first hub cache as `embedrank/<name>-<bits>bit[-g<group>][-e<bits>]`,
+    /// which `--model` then finds by that name.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Replace an existing output.
+    #[arg(long)]
+    pub force: bool,
+    /// Extra hub cache folder to search first (repeatable); the default output goes to the first.
+    #[arg(long = "cache-dir", value_name = "DIR")]
+    pub cache_dirs: Vec<PathBuf>,
+    /// Treat the source as an embedder or a reranker, overriding detection.
+    #[arg(long, value_parser = ["embed", "rerank"])]
+    pub task: Option<String>,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(a: ConvertArgs) -> Result<ExitCode> {
+    let ropts = ResolveOptions::from_env(&a.cache_dirs);
+    let resolved = source::resolve(&a.source, &ropts)?;
+    let ov = SpecOverrides { task: a.task.as_deref().and_then(Task::parse), ..Default::default() };
+    let spec = ModelSpec::load(&resolved, &ov)?;
+    let dtype = match a.dtype.as_deref() {
+        Some("f32") => Some("F32"),
+        Some("f16") => Some("F16"),
+        Some("bf16") => Some("BF16"),
+        _ => None,
+    };
+    let opts = ConvertOptions {
+        bits: a.bits,
+        group_size: a.group_size,
+        embedding_bits: a.embedding_bits,
+        dtype,
+        force: a.force,
+    };
+    opts.validate()?;
+    let dest = match &a.out {
+        Some(d) => Destination::Folder(d.clone()),
+        None => {
+            let root =
+                ropts.roots.first().cloned().context("no hub cache folder known; pass --out DIR or --cache-dir")?;
+            Destination::Cache { root, repo_id: Destination::default_repo_id(&spec, &opts) }
+        }
+    };
+    let bar = if std::io::stderr().is_terminal() && !a.json {
+        let b = ProgressBar::new(0);
+        b.set_style(
+            ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        b.set_message(format!("quantizing {}", spec.name));
+        b
+    } else {
+        ProgressBar::hidden()
+    };
+    let progress = |done: u64, total: u64| {
+        bar.set_length(total);
+        bar.set_position(done);
+    };
+    let summary = convert::convert(&spec, &opts, &dest, &progress)?;
+    bar.finish_and_clear();
+    if a.json {
+        let v = serde_json::json!({
+            "source": spec.name,
+            "dir": summary.dir,
+            "model": summary.repo_id,
+            "bits": opts.bits,
+            "group_size": opts.group_size,
+            "embedding_bits": opts.embedding_bits,
+            "tensors": summary.tensors,
+            "quantized": summary.quantized,
+            "bytes_in": summary.bytes_in,
+            "bytes_out": summary.bytes_out,
+        });
+        println!("{v}");
+    } else {
+        let mb = |b: u64| b as f64 / 1e6;
+        println!(
+            "{} -> {} ({} of {} tensors quantized, {:.1} MB -> {:.1} MB)",
+            spec.name,
+            summary.dir.display(),
+            summary.quantized,
+            summary.tensors,
+            mb(summary.bytes_in),
+            mb(summary.bytes_out)
+        );
+        if let Some(id) = &summary.repo_id {
+            println!("use it with: --model {id}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,55 @@
+//! Process memory from /proc/self/status (Linux): resident set size now and its peak (VmHWM).
+//! Other systems return None; callers print "n/a" rather than a guess.
+
+/// Peak resident set size of this process in bytes (VmHWM), since start or the last [`reset_peak_rss`].
+pub fn peak_rss_bytes() -> Option<u64> {
+    status_kib("VmHWM:").map(|k| k * 1024)
+}
+
+/// Current resident set size of this process in bytes (VmRSS).
+pub fn current_rss_bytes() -> Option<u64> {
+    status_kib("VmRSS:").map(|k| k * 1024)
+}
+
+/// Reset the peak RSS to the current RSS (Linux ≥ 4.0: write `5` to /proc/self/clear_refs), so the
+/// next [`peak_rss_bytes`] measures one piece of work. Returns false where that is not possible.
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+fn status_kib(key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/status").ok()?;
+    parse_kib(&text, key)
+}
+
+fn parse_kib(text: &str, key: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with(key))?;
+    let mut parts = line[key.len()..].split_whitespace();
+    let n: u64 = parts.next()?.parse().ok()?;
+    match parts.next() {
+        Some("kB") | None => Some(n),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_status_lines() {
+        let text = "Name:\tx\nVmHWM:\t  12345 kB\nVmRSS:\t   100 kB\n";
+        assert_eq!(parse_kib(text, "VmHWM:"), Some(12345));
+        assert_eq!(parse_kib(text, "VmRSS:"), Some(100));
+        assert_eq!(parse_kib(text, "VmSwap:"), None);
+        assert_eq!(parse_kib("VmHWM:\t12 MB\n", "VmHWM:"), None);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn reads_own_process() {
+        let peak = peak_rss_bytes().expect("VmHWM on Linux");
+        let now = current_rss_bytes().expect("VmRSS on Linux");
+        assert!(now > 0 && peak >= now);
+    }
+}

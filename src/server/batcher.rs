@@ -1,0 +1,309 @@
+//! Dynamic batching: one worker OS thread per loaded model, fed by a bounded queue.
+//!
+//! Each step the worker takes every waiting request into its active set, gives each one an equal
+//! share of the padded-token budget (so a 10 000-text request cannot starve a one-text request that
+//! arrives after it), sorts the chosen inputs by length into forward passes under the budget, and
+//! answers a request as soon as all its inputs are done. Requests whose client went away are dropped
+//! before their next forward pass. The engine is synchronous and CPU-bound, so it never runs on
+//! the async runtime.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Instant;
+
+use tokio::sync::oneshot;
+
+use super::errors::{ApiError, ApiResult};
+use super::metrics::{Hist, Metrics};
+use crate::engine::{batch, pool, rerank, Engine, Tokens};
+use crate::spec::{Head, ScoreActivation};
+
+/// What to compute for a request's inputs.
+#[derive(Debug, Clone, Copy)]
+pub enum Work {
+    /// Pooled vectors. `prompt_len` leading tokens are left out of pooling when the model says so.
+    Embed { prompt_len: usize, dimensions: Option<usize>, normalize: bool },
+    /// Reranker scores (pairs already tokenized), activated unless `raw`.
+    Score { raw: bool },
+}
+
+impl Work {
+    /// Inputs can share a forward pass only when they pool the same way.
+    fn key(&self) -> usize {
+        match self {
+            Work::Embed { prompt_len, .. } => *prompt_len,
+            Work::Score { .. } => 0,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum Output {
+    Vectors(Vec<Vec<f32>>),
+    Scores(Vec<f32>),
+}
+
+type Reply = ApiResult<Output>;
+
+struct Job {
+    work: Work,
+    toks: Vec<Tokens>,
+    tx: oneshot::Sender<Reply>,
+    enqueued: Instant,
+}
+
+struct Inbox {
+    jobs: VecDeque<Job>,
+    closed: bool,
+}
+
+struct Shared {
+    inbox: Mutex<Inbox>,
+    ready: Condvar,
+    /// Requests submitted and not yet answered (waiting or running).
+    depth: AtomicUsize,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Inbox> {
+        self.inbox.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Handle to a model's worker thread. Dropping it lets the worker finish what is queued, then exit.
+pub struct Batcher {
+    shared: Arc<Shared>,
+    model: String,
+    metrics: Arc<Metrics>,
+    max_queue: usize,
+}
+
+impl Batcher {
+    pub fn start(engine: Arc<Engine>, model: String, metrics: Arc<Metrics>, max_queue: usize) -> std::io::Result<Self> {
+        let shared = Arc::new(Shared {
+            inbox: Mutex::new(Inbox { jobs: VecDeque::new(), closed: false }),
+            ready: Condvar::new(),
+            depth: AtomicUsize::new(0),
+        });
+        let worker = Worker { engine, shared: shared.clone(), model: model.clone(), metrics: metrics.clone() };
+        std::thread::Builder::new().name(format!("embedrank-worker-{model}")).spawn(move || worker.run())?;
+        metrics.queue_depth(&model, 0);
+        Ok(Batcher { shared, model, metrics, max_queue })
+    }
+
+    /// Queue a request; 429 when the model already has `max_queue` requests waiting or running.
+    pub fn submit(&self, work: Work, toks: Vec<Tokens>) -> ApiResult<oneshot::Receiver<Reply>> {
+        let prev = self.shared.depth.fetch_add(1, Ordering::SeqCst);
+        if prev >= self.max_queue {
+            self.shared.depth.fetch_sub(1, Ordering::SeqCst);
+            return Err(ApiError::overloaded(&self.model));
+        }
+        self.metrics.queue_depth(&self.model, prev + 1);
+        let (tx, rx) = oneshot::channel();
+        let mut inbox = self.shared.lock();
+        inbox.jobs.push_back(Job { work, toks, tx, enqueued: Instant::now() });
+        drop(inbox);
+        self.shared.ready.notify_one();
+        Ok(rx)
+    }
+
+    pub fn depth(&self) -> usize {
+        self.shared.depth.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Batcher {
+    fn drop(&mut self) {
+        self.shared.lock().closed = true;
+        self.shared.ready.notify_all();
+    }
+}
+
+/// A request being worked on: its inputs longest first, and how far we got.
+struct Active {
+    job: Job,
+    order: Vec<usize>,
+    next: usize,
+    done: usize,
+    started: bool,
+    vectors: Vec<Vec<f32>>,
+    scores: Vec<f32>,
+    failed: Option<ApiError>,
+}
+
+struct Worker {
+    engine: Arc<Engine>,
+    shared: Arc<Shared>,
+    model: String,
+    metrics: Arc<Metrics>,
+}
+
+impl Worker {
+    fn run(self) {
+        let mut active: Vec<Active> = Vec::new();
+        loop {
+            {
+                let mut inbox = self.shared.lock();
+                while inbox.jobs.is_empty() && active.is_empty() && !inbox.closed {
+                    inbox = self.shared.ready.wait(inbox).unwrap_or_else(|p| p.into_inner());
+                }
+                if inbox.jobs.is_empty() && active.is_empty() {
+                    break; // closed and drained
+                }
+                active.extend(inbox.jobs.drain(..).map(|job| {
+                    let mut order: Vec<usize> = (0..job.toks.len()).collect();
+                    order.sort_by(|&a, &b| job.toks[b].len().cmp(&job.toks[a].len()).then(a.cmp(&b)));
+                    let n = job.toks.len();
+                    Active {
+                        job,
+                        order,
+                        next: 0,
+                        done: 0,
+                        started: false,
+                        vectors: vec![Vec::new(); n],
+                        scores: vec![0.0; n],
+                        failed: None,
+                    }
+                }));
+            }
+            // Clients that went away (closed connection, timeout) get no compute.
+            active.retain(|a| {
+                if a.job.tx.is_closed() {
+                    self.metrics.dropped(&self.model);
+                    self.finished();
+                    false
+                } else {
+                    true
+                }
+            });
+            if active.is_empty() {
+                continue;
+            }
+            self.step(&mut active);
+            let mut i = 0;
+            while i < active.len() {
+                let a = &active[i];
+                if a.failed.is_some() || a.done == a.order.len() {
+                    let a = active.swap_remove(i);
+                    self.reply(a);
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        tracing::debug!(model = %self.model, "worker stopped");
+    }
+
+    fn finished(&self) {
+        let d = self.shared.depth.fetch_sub(1, Ordering::SeqCst).saturating_sub(1);
+        self.metrics.queue_depth(&self.model, d);
+    }
+
+    fn reply(&self, a: Active) {
+        let out = match a.failed {
+            Some(e) => Err(e),
+            None => match a.job.work {
+                Work::Embed { .. } => Ok(Output::Vectors(a.vectors)),
+                Work::Score { raw } => {
+                    let act = if raw { ScoreActivation::Identity } else { self.engine.spec.score_activation };
+                    Ok(Output::Scores(a.scores.into_iter().map(|s| rerank::activate(s, act)).collect()))
+                }
+            },
+        };
+        // The receiver may be gone already; nothing to do then.
+        let _ = a.job.tx.send(out);
+        self.finished();
+    }
+
+    /// Choose inputs fairly across active requests, then run them in length-sorted forward passes.
+    fn step(&self, active: &mut [Active]) {
+        let budget = self.engine.max_batch_tokens;
+        let share = (budget / active.len()).max(1);
+        // key → (job index, row index)
+        let mut picks: BTreeMap<usize, Vec<(usize, usize)>> = BTreeMap::new();
+        for (ji, a) in active.iter_mut().enumerate() {
+            if !a.started {
+                a.started = true;
+                self.metrics.observe_time(Hist::QueueSeconds, &self.model, a.job.enqueued.elapsed());
+            }
+            let mut used = 0;
+            while a.next < a.order.len() {
+                let r = a.order[a.next];
+                let len = a.job.toks[r].len().max(1);
+                if used > 0 && used + len > share {
+                    break;
+                }
+                used += len;
+                picks.entry(a.job.work.key()).or_default().push((ji, r));
+                a.next += 1;
+            }
+        }
+        for (key, rows) in picks {
+            let toks: Vec<Tokens> = rows.iter().map(|&(j, r)| active[j].job.toks[r].clone()).collect();
+            for group in batch::plan(&toks, None, budget) {
+                let t0 = Instant::now();
+                let result =
+                    std::panic::catch_unwind(AssertUnwindSafe(|| self.forward(&toks, &group, key, active, &rows)));
+                let width = group.iter().map(|&i| toks[i].len()).max().unwrap_or(0);
+                self.metrics.observe_time(Hist::InferenceSeconds, &self.model, t0.elapsed());
+                self.metrics.observe(Hist::BatchSize, &self.model, group.len() as f64);
+                self.metrics.observe(Hist::BatchTokens, &self.model, (group.len() * width) as f64);
+                let err = match result {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(ApiError::internal(format!("inference failed: {e}"))),
+                    Err(_) => Some(ApiError::internal("inference failed: the model code panicked")),
+                };
+                if let Some(e) = err {
+                    tracing::error!(model = %self.model, "{e}");
+                    for &i in &group {
+                        active[rows[i].0].failed.get_or_insert_with(|| e.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    /// One forward pass over `group` (indices into `toks`/`rows`); results go to their requests.
+    fn forward(
+        &self,
+        toks: &[Tokens],
+        group: &[usize],
+        key: usize,
+        active: &mut [Active],
+        rows: &[(usize, usize)],
+    ) -> crate::Result<()> {
+        let e = &*self.engine;
+        let b = batch::build(toks, group, &e.spec, &e.device, e.dtype)?;
+        match e.spec.head {
+            Head::Pool(pooling) => {
+                let h = e.model().hidden_states(&b)?;
+                let pooled = pool::pool(&h, &b, pooling, key)?;
+                for (v, &i) in pooled.into_iter().zip(group) {
+                    let (j, r) = rows[i];
+                    let a = &mut active[j];
+                    if let Work::Embed { dimensions, normalize, .. } = a.job.work {
+                        a.vectors[r] = pool::finish(v, dimensions, normalize);
+                    }
+                    a.done += 1;
+                }
+            }
+            _ => {
+                let s = e.model().scores(&b, &e.spec.head)?;
+                let s: Vec<f32> = if s.rank() == 2 {
+                    // Multi-label heads: the first label is the relevance logit (as the engine does).
+                    s.narrow(1, 0, 1)?.squeeze(1)?.to_dtype(candle_core::DType::F32)?.to_vec1()?
+                } else {
+                    s.to_dtype(candle_core::DType::F32)?.to_vec1()?
+                };
+                for (v, &i) in s.into_iter().zip(group) {
+                    let (j, r) = rows[i];
+                    active[j].scores[r] = v;
+                    active[j].done += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,324 @@
+//! Server configuration: the `serve.toml` format, also filled from command-line flags.
+//!
+//! ```toml
+//! host = "127.0.0.1"
+//! port = 8080
+//! memory_budget = "4GiB"
+//! [[models]]
+//! id = "sentence-transformers/all-MiniLM-L6-v2"
+//! alias = ["minilm"]
+//! keep_alive = "10m"
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::{Error, Result};
+
+/// One served model.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// The name clients send; also the model reference unless `source` is set.
+    pub id: String,
+    /// Where to load it from: a folder or `org/name[@rev]` (default: `id`).
+    #[serde(default)]
+    pub source: Option<String>,
+    /// Other names clients may use.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub alias: Vec<String>,
+    #[serde(default)]
+    pub device: Option<String>,
+    #[serde(default)]
+    pub dtype: Option<String>,
+    /// Unload after this long without requests: "5m", "30s", "1h", or "forever" (default).
+    #[serde(default)]
+    pub keep_alive: Option<String>,
+    #[serde(default)]
+    pub max_batch_tokens: Option<usize>,
+    #[serde(default)]
+    pub max_length: Option<usize>,
+    /// "embed" or "rerank", overriding detection.
+    #[serde(default)]
+    pub task: Option<String>,
+    #[serde(default)]
+    pub pooling: Option<String>,
+    /// Instruction used for `input_type: "query"` on instruction-aware models, and the reranker's.
+    #[serde(default)]
+    pub instruction: Option<String>,
+}
+
+impl ModelConfig {
+    pub fn new(id: impl Into<String>) -> Self {
+        ModelConfig {
+            id: id.into(),
+            source: None,
+            alias: Vec::new(),
+            device: None,
+            dtype: None,
+            keep_alive: None,
+            max_batch_tokens: None,
+            max_length: None,
+            task: None,
+            pooling: None,
+            instruction: None,
+        }
+    }
+    pub fn source(&self) -> &str {
+        self.source.as_deref().unwrap_or(&self.id)
+    }
+}
+
+/// Everything `serve` needs. Field defaults are the documented ones.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeConfig {
+    #[serde(default = "default_host")]
+    pub host: String,
+    #[serde(default = "default_port")]
+    pub port: u16,
+    #[serde(default)]
+    pub models: Vec<ModelConfig>,
+    /// Load every model at start; /ready answers 200 once all are loaded.
+    #[serde(default)]
+    pub preload: bool,
+    /// Accepted bearer keys; empty means no authentication.
+    #[serde(default)]
+    pub api_keys: Vec<String>,
+    /// Require the key on /health, /ready and /metrics too.
+    #[serde(default)]
+    pub protect_health: bool,
+    /// Largest request body, e.g. "2MiB".
+    #[serde(default = "default_payload_limit")]
+    pub payload_limit: String,
+    /// Per-request time limit, e.g. "60s".
+    #[serde(default = "default_timeout")]
+    pub request_timeout: String,
+    /// Allowed CORS origins ("*" for any); empty: no CORS headers.
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
+    /// Requests waiting or running per model before new ones get 429.
+    #[serde(default = "default_max_queue")]
+    pub max_queue: usize,
+    /// Total estimated weight memory of loaded models, e.g. "8GiB"; least recently used models are
+    /// unloaded to make room. None: no limit.
+    #[serde(default)]
+    pub memory_budget: Option<String>,
+    /// Defaults for models that do not set their own.
+    #[serde(default)]
+    pub device: Option<String>,
+    #[serde(default)]
+    pub dtype: Option<String>,
+    #[serde(default)]
+    pub keep_alive: Option<String>,
+    #[serde(default)]
+    pub max_batch_tokens: Option<usize>,
+    /// Extra hub cache roots searched first.
+    #[serde(default)]
+    pub cache_dirs: Vec<PathBuf>,
+}
+
+fn default_host() -> String {
+    "127.0.0.1".into()
+}
+fn default_port() -> u16 {
+    8080
+}
+fn default_payload_limit() -> String {
+    "2MiB".into()
+}
+fn default_timeout() -> String {
+    "60s".into()
+}
+fn default_max_queue() -> usize {
+    256
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            host: default_host(),
+            port: default_port(),
+            models: Vec::new(),
+            preload: false,
+            api_keys: Vec::new(),
+            protect_health: false,
+            payload_limit: default_payload_limit(),
+            request_timeout: default_timeout(),
+            cors_origins: Vec::new(),
+            max_queue: default_max_queue(),
+            memory_budget: None,
+            device: None,
+            dtype: None,
+            keep_alive: None,
+            max_batch_tokens: None,
+            cache_dirs: Vec::new(),
+        }
+    }
+}
+
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
+}
+
+/// The checked form of the settings that have units.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub payload_limit: usize,
+    pub request_timeout: Duration,
+    pub memory_budget: Option<u64>,
+}
+
+impl ServeConfig {
+    pub fn load(path: &Path) -> Result<ServeConfig> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        toml::from_str(&text).map_err(|e| Error::config(path, e.to_string().replace('\n', " ")))
+    }
+
+    /// Validate everything that can be checked before loading models.
+    pub fn check(&self) -> Result<Limits> {
+        let bad = |m: String| Error::InvalidInput(m);
+        if self.models.is_empty() {
+            return Err(bad("no models to serve (give --model or a config with [[models]])".into()));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for m in &self.models {
+            for n in std::iter::once(&m.id).chain(&m.alias) {
+                if n.trim().is_empty() {
+                    return Err(bad("model ids and aliases must not be empty".into()));
+                }
+                if !names.insert(n.clone()) {
+                    return Err(bad(format!("model name `{n}` is used twice")));
+                }
+            }
+            if let Some(k) = m.keep_alive.as_ref().or(self.keep_alive.as_ref()) {
+                parse_keep_alive(k)?;
+            }
+            if m.max_batch_tokens.or(self.max_batch_tokens) == Some(0) {
+                return Err(bad(format!("model `{}`: max_batch_tokens must be at least 1", m.id)));
+            }
+        }
+        if self.max_queue == 0 {
+            return Err(bad("max_queue must be at least 1".into()));
+        }
+        if self.api_keys.iter().any(|k| k.is_empty()) {
+            return Err(bad("API keys must not be empty".into()));
+        }
+        let request_timeout = parse_duration(&self.request_timeout)?;
+        if request_timeout.is_zero() {
+            return Err(bad("request_timeout must be more than 0".into()));
+        }
+        Ok(Limits {
+            payload_limit: parse_size(&self.payload_limit)? as usize,
+            request_timeout,
+            memory_budget: self.memory_budget.as_deref().map(parse_size).transpose()?,
+        })
+    }
+
+    pub fn keep_alive_for(&self, m: &ModelConfig) -> Option<Duration> {
+        m.keep_alive.as_ref().or(self.keep_alive.as_ref()).and_then(|k| parse_keep_alive(k).ok().flatten())
+    }
+}
+
+/// "90", "90s", "5m", "1h", "250ms".
+pub fn parse_duration(s: &str) -> Result<Duration> {
+    let t = s.trim();
+    let bad = || Error::InvalidInput(format!("bad duration `{s}` (e.g. 30s, 5m, 1h, 250ms)"));
+    let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len()));
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    let secs = match unit.trim() {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(bad()),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// None means never unload ("forever", "-1", "never").
+pub fn parse_keep_alive(s: &str) -> Result<Option<Duration>> {
+    match s.trim() {
+        "forever" | "never" | "-1" | "inf" => Ok(None),
+        other => parse_duration(other).map(Some),
+    }
+}
+
+/// "1048576", "512KB", "2MiB", "4GiB", "1.5GB".
+pub fn parse_size(s: &str) -> Result<u64> {
+    let t = s.trim();
+    let bad = || Error::InvalidInput(format!("bad size `{s}` (e.g. 2MiB, 512KB, 8GiB)"));
+    let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len()));
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "kb" | "k" => 1e3,
+        "mb" | "m" => 1e6,
+        "gb" | "g" => 1e9,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        _ => return Err(bad()),
+    };
+    let v = n * mult;
+    if !v.is_finite() || v < 1.0 {
+        return Err(bad());
+    }
+    Ok(v as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units() {
+        assert_eq!(parse_duration("5m").ok(), Some(Duration::from_secs(300)));
+        assert_eq!(parse_duration("250ms").ok(), Some(Duration::from_millis(250)));
+        assert!(parse_duration("5 weeks").is_err());
+        assert_eq!(parse_keep_alive("forever").ok(), Some(None));
+        assert_eq!(parse_size("2MiB").ok(), Some(2 * 1024 * 1024));
+        assert_eq!(parse_size("1.5GB").ok(), Some(1_500_000_000));
+        assert!(parse_size("lots").is_err());
+    }
+
+    #[test]
+    fn example_config_is_valid() {
+        let c: ServeConfig = toml::from_str(include_str!("../../examples/serve.toml")).expect("examples/serve.toml");
+        let limits = c.check().expect("valid");
+        assert_eq!(limits.memory_budget, Some(2 * 1024 * 1024 * 1024));
+        assert_eq!(c.models[0].alias.len(), 2);
+    }
+
+    #[test]
+    fn toml_format() {
+        let c: ServeConfig = toml::from_str(
+            r#"port = 9000
+               api_keys = ["a", "b"]
+               [[models]]
+               id = "m"
+               alias = "x"
+               keep_alive = "1m""#,
+        )
+        .expect("parses");
+        assert_eq!(c.port, 9000);
+        assert_eq!(c.models[0].alias, vec!["x".to_string()]);
+        assert_eq!(c.keep_alive_for(&c.models[0]), Some(Duration::from_secs(60)));
+        assert!(c.check().is_ok());
+        assert!(toml::from_str::<ServeConfig>("bogus = 1").is_err());
+    }
+}

@@ -1,0 +1,204 @@
+//! `embedrank serve`: several models behind OpenAI `/v1/embeddings`, Jina/Cohere `/v1/rerank` and
+//! `/v2/rerank`, and TEI `/embed`, `/rerank`, `/tokenize`, `/info`; with dynamic batching
+//! ([`batcher`]), lazy loading and unloading ([`registry`]), metrics, API keys and graceful shutdown.
+//! HTTP handlers stay thin: parse, validate, queue tokens for the model's worker thread, shape
+//! the answer.
+
+pub mod auth;
+pub mod batcher;
+pub mod config;
+pub mod errors;
+pub mod metrics;
+pub mod registry;
+pub mod routes;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+
+pub use config::{ModelConfig, ServeConfig};
+use errors::ApiError;
+use metrics::Metrics;
+use registry::Registry;
+
+use crate::{Error, Result};
+
+pub struct AppState {
+    pub registry: Registry,
+    pub metrics: Arc<Metrics>,
+    pub api_keys: Vec<String>,
+    pub protect_health: bool,
+    pub request_timeout: Duration,
+    /// Set once preloading finished (immediately without preload).
+    pub ready: AtomicBool,
+    pub shutting_down: AtomicBool,
+}
+
+pub type Shared = Arc<AppState>;
+
+/// Run the server until SIGINT/SIGTERM. `on_listen` gets the bound address (port 0 picks one).
+/// In-flight requests are finished before this returns; new connections are refused meanwhile.
+pub async fn serve(cfg: ServeConfig, on_listen: impl FnOnce(SocketAddr)) -> Result<()> {
+    let limits = cfg.check()?;
+    let metrics = Arc::new(Metrics::default());
+    let reg_cfg = cfg.clone();
+    let reg_metrics = metrics.clone();
+    let registry = tokio::task::spawn_blocking(move || Registry::new(&reg_cfg, limits.memory_budget, reg_metrics))
+        .await
+        .map_err(|e| Error::Server(format!("startup task failed: {e}")))??;
+    let state: Shared = Arc::new(AppState {
+        registry,
+        metrics,
+        api_keys: cfg.api_keys.clone(),
+        protect_health: cfg.protect_health,
+        request_timeout: limits.request_timeout,
+        ready: AtomicBool::new(!cfg.preload),
+        shutting_down: AtomicBool::new(false),
+    });
+    let app = router(state.clone(), limits.payload_limit, &cfg.cors_origins)?;
+
+    let addr = format!("{}:{}", cfg.host, cfg.port);
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .map_err(|e| Error::Server(format!("cannot listen on {addr}: {e}")))?;
+    let local = listener.local_addr().map_err(|e| Error::Server(format!("cannot read bound address: {e}")))?;
+    if state.api_keys.is_empty() && !(cfg.host == "127.0.0.1" || cfg.host == "localhost" || cfg.host == "::1") {
+        tracing::warn!("listening on {local} without an API key: anyone who can reach it can use it");
+    }
+
+    if cfg.preload {
+        let st = state.clone();
+        tokio::spawn(async move {
+            for slot in &st.registry.slots {
+                if let Err(e) = st.registry.get(slot).await {
+                    tracing::error!(model = %slot.id(), "preload failed: {e}");
+                    return;
+                }
+            }
+            st.ready.store(true, Ordering::SeqCst);
+            tracing::info!("all models loaded");
+        });
+    }
+    let reaper = {
+        let st = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tick.tick().await;
+                st.registry.reap_idle();
+            }
+        })
+    };
+
+    on_listen(local);
+    tracing::info!("listening on http://{local}");
+    let st = state.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            st.shutting_down.store(true, Ordering::SeqCst);
+            tracing::info!("shutting down: finishing in-flight requests");
+        })
+        .await
+        .map_err(|e| Error::Server(format!("server error: {e}")))?;
+    reaper.abort();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+fn router(state: Shared, payload_limit: usize, cors_origins: &[String]) -> Result<Router> {
+    let app = routes::routes()
+        .fallback(|req: Request| async move { ApiError::not_found(req.uri().path()) })
+        .layer(middleware::from_fn_with_state(state.clone(), timeout))
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(middleware::from_fn_with_state(state.clone(), record))
+        .layer(DefaultBodyLimit::max(payload_limit))
+        .with_state(state);
+    if cors_origins.is_empty() {
+        return Ok(app);
+    }
+    let origin = if cors_origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        let list = cors_origins
+            .iter()
+            .map(|o| HeaderValue::from_str(o).map_err(|_| Error::InvalidInput(format!("bad CORS origin `{o}`"))))
+            .collect::<Result<Vec<_>>>()?;
+        AllowOrigin::list(list)
+    };
+    let cors = CorsLayer::new()
+        .allow_origin(origin)
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers(Any);
+    Ok(app.layer(cors))
+}
+
+/// Count requests by route and status; give axum's own bodiless errors a JSON body.
+async fn record(State(st): State<Shared>, req: Request, next: Next) -> Response {
+    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_string();
+    let resp = next.run(req).await;
+    let resp = if resp.status() == StatusCode::METHOD_NOT_ALLOWED {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalid_request_error",
+            "method_not_allowed",
+            "method not allowed",
+        )
+        .into_response()
+    } else {
+        resp
+    };
+    st.metrics.request(&route, resp.status().as_u16());
+    resp
+}
+
+async fn authenticate(State(st): State<Shared>, req: Request, next: Next) -> Response {
+    let public = matches!(req.uri().path(), "/health" | "/ready" | "/metrics") && !st.protect_health;
+    if !st.api_keys.is_empty() && !public && req.method() != Method::OPTIONS {
+        let header = req.headers().get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        if !auth::authorized(&st.api_keys, header) {
+            return ApiError::unauthorized().into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// Per-request time limit. The handler future is dropped on expiry, which also drops its queued
+/// work before compute.
+async fn timeout(State(st): State<Shared>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(st.request_timeout, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => ApiError::timeout(st.request_timeout.as_secs_f64()).into_response(),
+    }
+}

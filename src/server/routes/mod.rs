@@ -1,0 +1,361 @@
+//! Route table and the parts every API shares: JSON bodies with JSON errors, embedding and
+//! reranking through the model's batcher, health, readiness and metrics.
+
+pub mod openai;
+pub mod rerank;
+pub mod tei;
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use super::batcher::{Output, Work};
+use super::errors::{ApiError, ApiResult};
+use super::metrics::Hist;
+use super::registry::Loaded;
+use super::Shared;
+use crate::engine::{rerank as engine_rerank, EmbedOptions, RerankOptions, RerankResult, Tokens};
+use crate::spec::{Arch, Task};
+
+pub fn routes() -> Router<Shared> {
+    Router::new()
+        .route("/v1/embeddings", post(openai::embeddings))
+        .route("/embeddings", post(openai::embeddings))
+        .route("/v1/models", get(openai::models))
+        .route("/v1/rerank", post(rerank::v1))
+        .route("/v2/rerank", post(rerank::v2))
+        .route("/embed", post(tei::embed))
+        .route("/rerank", post(tei::rerank))
+        .route("/tokenize", post(tei::tokenize))
+        .route("/info", get(tei::info))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+}
+
+/// A JSON body whose errors are JSON too: 413 over the payload limit, 400 when it does not parse
+/// or has the wrong shape. The Content-Type header is not required (curl users forget it).
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|r| {
+            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::too_large("request body is larger than the server's payload limit")
+            } else {
+                ApiError::malformed(format!("cannot read request body: {}", r.body_text()))
+            }
+        })?;
+        serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| ApiError::malformed(format!("invalid JSON body: {e}")))
+    }
+}
+
+/// Embedding input: string | string[] | int[] | int[][] (token ids).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Input {
+    Text(String),
+    Texts(Vec<String>),
+    Ids(Vec<u32>),
+    IdsBatch(Vec<Vec<u32>>),
+}
+
+enum Inputs {
+    Texts(Vec<String>),
+    Ids(Vec<Vec<u32>>),
+}
+
+impl Input {
+    fn into_inputs(self) -> Inputs {
+        match self {
+            Input::Text(t) => Inputs::Texts(vec![t]),
+            Input::Texts(t) => Inputs::Texts(t),
+            Input::Ids(ids) => Inputs::Ids(vec![ids]),
+            Input::IdsBatch(b) => Inputs::Ids(b),
+        }
+    }
+}
+
+/// How to pick the prompt for an embedding request.
+#[derive(Debug, Default, Clone)]
+pub struct PromptChoice {
+    pub prompt_name: Option<String>,
+    pub instruction: Option<String>,
+    /// "query" | "document" (and Cohere's "search_query" | "search_document").
+    pub input_type: Option<String>,
+}
+
+pub struct EmbedCall {
+    pub model: Option<String>,
+    pub input: Input,
+    pub prompt: PromptChoice,
+    pub dimensions: Option<usize>,
+    pub normalize: Option<bool>,
+    pub truncate: bool,
+}
+
+pub struct Embedded {
+    pub model: String,
+    pub vectors: Vec<Vec<f32>>,
+    pub tokens: usize,
+}
+
+fn resolve_prompt(loaded: &Loaded, default_instruction: Option<&str>, p: &PromptChoice) -> ApiResult<String> {
+    let spec = &loaded.engine.spec;
+    let mut name = p.prompt_name.clone();
+    let mut instruction = p.instruction.clone();
+    if let Some(t) = p.input_type.as_deref() {
+        if p.prompt_name.is_some() {
+            return Err(ApiError::invalid("give either input_type or prompt_name, not both"));
+        }
+        match t {
+            "query" | "search_query" => {
+                // Instruction-aware models: the configured default instruction, if any, else the
+                // model's own `query` prompt.
+                if instruction.is_none() && spec.instruction_template.is_some() {
+                    instruction = default_instruction.map(str::to_string);
+                }
+                if instruction.is_none() {
+                    name = Some("query".into());
+                }
+            }
+            "document" | "search_document" | "passage" => name = Some("document".into()),
+            other => {
+                return Err(ApiError::invalid(format!(
+                    "input_type must be `query` or `document` (or search_query / search_document), got `{other}`"
+                )))
+            }
+        }
+    }
+    Ok(spec.prompt_for(name.as_deref(), None, instruction.as_deref())?)
+}
+
+/// Tokenize, queue on the model's worker, wait for vectors.
+pub async fn embed(st: &Shared, call: EmbedCall) -> ApiResult<Embedded> {
+    let slot = st.registry.find(call.model.as_deref(), Task::Embed)?;
+    if slot.spec.task != Task::Embed {
+        return Err(crate::Error::WrongTask {
+            model: slot.id().to_string(),
+            actual: slot.spec.task.as_str(),
+            wanted: Task::Embed.as_str(),
+        }
+        .into());
+    }
+    if call.dimensions == Some(0) {
+        return Err(ApiError::invalid("dimensions must be at least 1"));
+    }
+    let inputs = call.input.into_inputs();
+    let n = match &inputs {
+        Inputs::Texts(t) => t.len(),
+        Inputs::Ids(i) => i.len(),
+    };
+    if n == 0 {
+        return Err(ApiError::invalid("input must not be empty"));
+    }
+    let loaded = st.registry.get(slot).await?;
+    let engine = loaded.engine.clone();
+    engine.check_dimensions(call.dimensions)?;
+    let prompt = resolve_prompt(&loaded, slot.cfg.instruction.as_deref(), &call.prompt)?;
+    let model = slot.id().to_string();
+    let truncate = call.truncate;
+    let t0 = Instant::now();
+    let eng = engine.clone();
+    let (toks, prompt_len) = tokio::task::spawn_blocking(move || -> ApiResult<(Vec<Tokens>, usize)> {
+        match inputs {
+            Inputs::Texts(texts) => {
+                let opts = EmbedOptions { prompt: prompt.clone(), no_truncate: !truncate, ..Default::default() };
+                let toks = eng.tokenize_texts(&texts, &opts)?;
+                let prompt_len = if eng.spec.pooling_excludes_prompt && !prompt.is_empty() {
+                    eng.tokenizer.prompt_length(&prompt)?
+                } else {
+                    0
+                };
+                Ok((toks, prompt_len))
+            }
+            Inputs::Ids(ids) => {
+                if !prompt.is_empty() {
+                    return Err(ApiError::invalid("prompts and instructions cannot be applied to token-id input"));
+                }
+                Ok((token_inputs(&eng, ids, truncate)?, 0))
+            }
+        }
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("tokenizer task failed: {e}")))??;
+    st.metrics.observe_time(Hist::TokenizeSeconds, &model, t0.elapsed());
+    let tokens = toks.iter().map(Tokens::len).sum();
+    let work = Work::Embed {
+        prompt_len,
+        dimensions: call.dimensions,
+        normalize: call.normalize.unwrap_or(engine.spec.normalize),
+    };
+    let rx = loaded.batcher.submit(work, toks)?;
+    match rx.await {
+        Ok(Ok(Output::Vectors(vectors))) => Ok(Embedded { model, vectors, tokens }),
+        Ok(Ok(Output::Scores(_))) => Err(ApiError::internal("worker returned scores for an embedding request")),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(ApiError::internal("model worker stopped")),
+    }
+}
+
+/// Token-id inputs: checked against the vocabulary, cut to the max length when truncating.
+fn token_inputs(engine: &crate::engine::Engine, ids: Vec<Vec<u32>>, truncate: bool) -> ApiResult<Vec<Tokens>> {
+    let vocab = match &engine.spec.arch {
+        Arch::Bert(c) => c.vocab_size,
+        Arch::Qwen3(c) => c.vocab_size,
+    };
+    let max = engine.tokenizer.max_length();
+    ids.into_iter()
+        .enumerate()
+        .map(|(i, mut row)| {
+            if row.is_empty() {
+                return Err(ApiError::invalid(format!("input {i} has no token ids")));
+            }
+            if let Some(bad) = row.iter().find(|&&t| t as usize >= vocab) {
+                return Err(ApiError::invalid(format!(
+                    "input {i}: token id {bad} is outside the vocabulary (size {vocab})"
+                )));
+            }
+            if row.len() > max {
+                if !truncate {
+                    return Err(crate::Error::InputTooLong { index: i, tokens: row.len(), max }.into());
+                }
+                row.truncate(max);
+            }
+            Ok(Tokens { type_ids: vec![0; row.len()], ids: row })
+        })
+        .collect()
+}
+
+pub struct RerankCall {
+    pub model: Option<String>,
+    pub query: String,
+    pub documents: Vec<String>,
+    pub top_n: Option<usize>,
+    pub return_documents: bool,
+    pub raw_scores: bool,
+    pub truncate: bool,
+    pub max_tokens_per_doc: Option<usize>,
+    pub instruction: Option<String>,
+}
+
+pub struct Reranked {
+    pub model: String,
+    pub results: Vec<RerankResult>,
+    pub tokens: usize,
+}
+
+pub async fn rerank(st: &Shared, call: RerankCall) -> ApiResult<Reranked> {
+    if call.documents.is_empty() {
+        return Err(ApiError::invalid("documents must not be empty"));
+    }
+    if call.top_n == Some(0) {
+        return Err(ApiError::invalid("top_n must be at least 1"));
+    }
+    if call.max_tokens_per_doc == Some(0) {
+        return Err(ApiError::invalid("max_tokens_per_doc must be at least 1"));
+    }
+    let slot = st.registry.find(call.model.as_deref(), Task::Rerank)?;
+    if slot.spec.task != Task::Rerank {
+        return Err(crate::Error::WrongTask {
+            model: slot.id().to_string(),
+            actual: slot.spec.task.as_str(),
+            wanted: Task::Rerank.as_str(),
+        }
+        .into());
+    }
+    let loaded = st.registry.get(slot).await?;
+    let model = slot.id().to_string();
+    let instruction = call.instruction.or_else(|| slot.cfg.instruction.clone());
+    let t0 = Instant::now();
+    let lo = loaded.clone();
+    let (query, docs, max_doc, truncate) = (call.query, call.documents, call.max_tokens_per_doc, call.truncate);
+    let (toks, docs) = tokio::task::spawn_blocking(move || -> ApiResult<(Vec<Tokens>, Vec<String>)> {
+        let cut: Vec<String> = match max_doc {
+            Some(n) => docs.iter().map(|d| first_tokens(&lo.tokenizer, d, n)).collect::<ApiResult<_>>()?,
+            None => docs.clone(),
+        };
+        let opts = RerankOptions { instruction, no_truncate: !truncate, ..Default::default() };
+        Ok((engine_rerank::tokenize_pairs(&lo.engine, &query, &cut, &opts)?, docs))
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("tokenizer task failed: {e}")))??;
+    st.metrics.observe_time(Hist::TokenizeSeconds, &model, t0.elapsed());
+    let tokens = toks.iter().map(Tokens::len).sum();
+    let rx = loaded.batcher.submit(Work::Score { raw: call.raw_scores }, toks)?;
+    let scores = match rx.await {
+        Ok(Ok(Output::Scores(s))) => s,
+        Ok(Ok(Output::Vectors(_))) => return Err(ApiError::internal("worker returned vectors for a rerank request")),
+        Ok(Err(e)) => return Err(e),
+        Err(_) => return Err(ApiError::internal("model worker stopped")),
+    };
+    let mut results: Vec<RerankResult> = scores
+        .into_iter()
+        .enumerate()
+        .map(|(index, relevance_score)| RerankResult {
+            index,
+            relevance_score,
+            document: call.return_documents.then(|| docs[index].clone()),
+        })
+        .collect();
+    // Same order as the engine's rerank: best first, ties by input position.
+    results.sort_by(|a, b| b.relevance_score.total_cmp(&a.relevance_score).then(a.index.cmp(&b.index)));
+    if let Some(n) = call.top_n {
+        results.truncate(n);
+    }
+    Ok(Reranked { model, results, tokens })
+}
+
+/// The text of `doc` up to the end of its `n`-th token (Cohere's `max_tokens_per_doc`), cut at a
+/// token boundary of the original string so nothing is re-spelled by decoding.
+fn first_tokens(tok: &tokenizers::Tokenizer, doc: &str, n: usize) -> ApiResult<String> {
+    let enc = tok.encode(doc, false).map_err(|e| ApiError::internal(format!("tokenizer: {e}")))?;
+    let offsets = enc.get_offsets();
+    if offsets.len() <= n {
+        return Ok(doc.to_string());
+    }
+    let end = offsets[n - 1].1;
+    Ok(doc.get(..end).unwrap_or(doc).to_string())
+}
+
+async fn health(State(st): State<Shared>) -> Response {
+    if st.shutting_down.load(Ordering::SeqCst) {
+        return ApiError::not_ready("shutting down").into_response();
+    }
+    axum::Json(serde_json::json!({ "status": "ok" })).into_response()
+}
+
+async fn ready(State(st): State<Shared>) -> Response {
+    if st.shutting_down.load(Ordering::SeqCst) {
+        return ApiError::not_ready("shutting down").into_response();
+    }
+    if !st.ready.load(Ordering::SeqCst) {
+        let missing: Vec<String> =
+            st.registry.slots.iter().filter(|s| !s.is_loaded()).map(|s| s.id().to_string()).collect();
+        return ApiError::not_ready(format!("models still loading: {}", missing.join(", "))).into_response();
+    }
+    let loaded: Vec<&str> = st.registry.slots.iter().filter(|s| s.is_loaded()).map(|s| s.id()).collect();
+    axum::Json(serde_json::json!({ "status": "ready", "loaded": loaded })).into_response()
+}
+
+async fn metrics(State(st): State<Shared>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], st.metrics.render()).into_response()
+}
+
+/// A short unique id for responses that carry one.
+pub fn response_id(prefix: &str) -> String {
+    use std::sync::atomic::AtomicU64;
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    format!("{prefix}-{t:x}{:04x}", COUNTER.fetch_add(1, Ordering::Relaxed) & 0xffff)
+}

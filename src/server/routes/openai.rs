@@ -1,0 +1,107 @@
+//! OpenAI `POST /v1/embeddings` and `GET /v1/models`.
+
+use axum::extract::State;
+use axum::Json;
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{embed, EmbedCall, Input, JsonBody, PromptChoice};
+use crate::server::errors::{ApiError, ApiResult};
+use crate::server::Shared;
+
+#[derive(Debug, Deserialize)]
+pub struct EmbeddingsRequest {
+    pub input: Input,
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub encoding_format: Option<String>,
+    #[serde(default)]
+    pub dimensions: Option<usize>,
+    /// Accepted and ignored, as OpenAI uses it only for abuse monitoring.
+    #[serde(default)]
+    #[allow(dead_code)]
+    pub user: Option<String>,
+    // Extensions beyond OpenAI's fields.
+    #[serde(default)]
+    pub input_type: Option<String>,
+    #[serde(default)]
+    pub prompt_name: Option<String>,
+    #[serde(default)]
+    pub instruction: Option<String>,
+    #[serde(default)]
+    pub truncate: Option<bool>,
+}
+
+pub async fn embeddings(
+    State(st): State<Shared>,
+    JsonBody(req): JsonBody<EmbeddingsRequest>,
+) -> ApiResult<Json<Value>> {
+    let base64 = match req.encoding_format.as_deref() {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(other) => {
+            return Err(ApiError::invalid(format!("encoding_format must be float or base64, got `{other}`")))
+        }
+    };
+    let call = EmbedCall {
+        model: req.model,
+        input: req.input,
+        prompt: PromptChoice { prompt_name: req.prompt_name, instruction: req.instruction, input_type: req.input_type },
+        dimensions: req.dimensions,
+        normalize: None,
+        truncate: req.truncate.unwrap_or(true),
+    };
+    let e = embed(&st, call).await?;
+    let data: Vec<Value> = e
+        .vectors
+        .iter()
+        .enumerate()
+        .map(|(index, v)| {
+            let embedding = if base64 { Value::String(encode_base64(v)) } else { json!(v) };
+            json!({ "object": "embedding", "index": index, "embedding": embedding })
+        })
+        .collect();
+    Ok(Json(json!({
+        "object": "list",
+        "data": data,
+        "model": e.model,
+        "usage": { "prompt_tokens": e.tokens, "total_tokens": e.tokens },
+    })))
+}
+
+/// Standard base64 of the little-endian f32 bytes, as OpenAI and TEI send it.
+pub fn encode_base64(v: &[f32]) -> String {
+    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+pub async fn models(State(st): State<Shared>) -> Json<Value> {
+    let data: Vec<Value> = st
+        .registry
+        .slots
+        .iter()
+        .map(|s| {
+            json!({
+                "id": s.id(),
+                "object": "model",
+                "created": 0,
+                "owned_by": "embedrank",
+                "aliases": s.cfg.alias,
+                "task": match s.spec.task { crate::spec::Task::Embed => "embed", crate::spec::Task::Rerank => "rerank" },
+                "loaded": s.is_loaded(),
+                "max_input_length": s.spec.max_length,
+            })
+        })
+        .collect();
+    Json(json!({ "object": "list", "data": data }))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64_is_little_endian_f32() {
+        assert_eq!(super::encode_base64(&[1.0, -2.0]), "AACAPwAAAMA=");
+    }
+}

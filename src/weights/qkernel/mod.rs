@@ -1,0 +1,365 @@
+//! CPU kernels for MLX affine-quantized linear layers (`w = scale * q + bias` per group of the input
+//! dim, codes packed LSB-first into u32 words; see reference/model-formats.md §1).
+//!
+//! The weights stay packed in memory; kernels unpack codes on the fly. One scalar path is the
+//! reference in tests; SIMD paths are picked at run time (`selected_path`) and can be forced with
+//! `EMBEDRANK_QKERNEL=scalar|avx2|avx512|neon`.
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+mod driver;
+mod neon;
+mod scalar;
+#[cfg(test)]
+mod tests;
+
+use std::ops::Range;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::OnceLock;
+
+use crate::{Error, Result};
+
+/// Bit widths MLX's affine mode accepts (mlx/ops.cpp `affine_quantize` rejects 7 and >8).
+pub const SUPPORTED_BITS: [u32; 6] = [2, 3, 4, 5, 6, 8];
+/// Group sizes MLX's affine mode accepts.
+pub const SUPPORTED_GROUP_SIZES: [usize; 3] = [32, 64, 128];
+
+/// One MLX affine-quantized weight matrix `[n, k]` (out features × in features), kept packed.
+#[derive(Debug, Clone)]
+pub struct AffineWeight {
+    bits: u32,
+    group_size: usize,
+    n: usize,
+    k: usize,
+    /// `[n, k * bits / 32]`, each row an LSB-first bit stream of codes
+    packed: Vec<u32>,
+    /// `[n, k / group_size]`
+    scales: Vec<f32>,
+    /// `[n, k / group_size]`
+    biases: Vec<f32>,
+}
+
+impl AffineWeight {
+    /// Check the layout (bits, group size, and that every buffer has exactly the size the shape
+    /// implies) so a malformed checkpoint is an error here rather than a panic in a kernel.
+    pub fn new(
+        bits: u32,
+        group_size: usize,
+        n: usize,
+        k: usize,
+        packed: Vec<u32>,
+        scales: Vec<f32>,
+        biases: Vec<f32>,
+    ) -> Result<Self> {
+        check_params(bits, group_size, n, k)?;
+        let words = n * (k * bits as usize / 32);
+        let groups = n * (k / group_size);
+        let bad = |what: &str, have: usize, want: usize| {
+            Err(Error::Quantization(format!(
+                "{what} has {have} elements, expected {want} for a [{n}, {k}] weight with {bits} bits, group size {group_size}"
+            )))
+        };
+        if packed.len() != words {
+            return bad("packed weight", packed.len(), words);
+        }
+        if scales.len() != groups {
+            return bad("scales", scales.len(), groups);
+        }
+        if biases.len() != groups {
+            return bad("biases", biases.len(), groups);
+        }
+        if let Some(i) = scales.iter().chain(&biases).position(|v| !v.is_finite()) {
+            let what = if i < groups { "scales" } else { "biases" };
+            return Err(Error::Quantization(format!("{what} contain a non-finite value (element {})", i % groups)));
+        }
+        Ok(AffineWeight { bits, group_size, n, k, packed, scales, biases })
+    }
+
+    /// `out[m, n] = x[m, k] · Wᵀ` (row-major) on the selected kernel path.
+    ///
+    /// # Panics
+    /// If `x.len() != m * k` or `out.len() != m * n` (a caller bug, not a property of user input).
+    pub fn matmul(&self, x: &[f32], m: usize, out: &mut [f32]) {
+        self.matmul_on(selected_path(), x, m, out)
+    }
+
+    /// `matmul` on a chosen path; an error when this CPU cannot run it.
+    pub fn matmul_with(&self, path: KernelPath, x: &[f32], m: usize, out: &mut [f32]) -> Result<()> {
+        if !path.is_available() {
+            return Err(Error::Quantization(format!("kernel path `{}` is not available on this CPU", path.name())));
+        }
+        self.matmul_on(path, x, m, out);
+        Ok(())
+    }
+
+    /// `matmul_with` forcing one of the two strategies (for benchmarks that pick the crossover).
+    #[doc(hidden)]
+    pub fn matmul_strategy(
+        &self,
+        path: KernelPath,
+        strategy: Strategy,
+        x: &[f32],
+        m: usize,
+        out: &mut [f32],
+    ) -> Result<()> {
+        let Some(ops) = driver::Ops::for_path(path) else {
+            return self.matmul_with(path, x, m, out);
+        };
+        assert_eq!(x.len(), m * self.k, "qkernel matmul: x has {} elements, expected {m}×{}", x.len(), self.k);
+        assert_eq!(out.len(), m * self.n, "qkernel matmul: out has {} elements, expected {m}×{}", out.len(), self.n);
+        match strategy {
+            Strategy::Auto => driver::matmul(self, ops, x, m, out),
+            Strategy::Gemv => driver::gemv(self, ops, x, m, out),
+            Strategy::Tiled => driver::tiled(self, ops, x, m, out),
+        }
+        Ok(())
+    }
+
+    fn matmul_on(&self, path: KernelPath, x: &[f32], m: usize, out: &mut [f32]) {
+        assert_eq!(x.len(), m * self.k, "qkernel matmul: x has {} elements, expected {m}×{}", x.len(), self.k);
+        assert_eq!(out.len(), m * self.n, "qkernel matmul: out has {} elements, expected {m}×{}", out.len(), self.n);
+        if m == 0 || self.n == 0 {
+            return;
+        }
+        match driver::Ops::for_path(path) {
+            Some(ops) => driver::matmul(self, ops, x, m, out),
+            None => scalar::matmul(self, x, m, out),
+        }
+    }
+
+    /// Rows `rows` of the weight as f32, `[rows.len(), k]` row-major.
+    ///
+    /// # Panics
+    /// If `rows.end > n` or `out.len() != rows.len() * k`.
+    pub fn dequantize_rows(&self, rows: Range<usize>, out: &mut [f32]) {
+        assert!(rows.start <= rows.end && rows.end <= self.n, "qkernel: rows {rows:?} out of 0..{}", self.n);
+        assert_eq!(out.len(), rows.len() * self.k, "qkernel dequantize_rows: wrong output size");
+        let dequant = driver::Ops::for_path(selected_path()).map_or(scalar::dequantize_row as driver::DequantFn, |o| o.dequant);
+        for (i, r) in rows.enumerate() {
+            dequant(self, r, &mut out[i * self.k..(i + 1) * self.k]);
+        }
+    }
+
+    pub fn n(&self) -> usize {
+        self.n
+    }
+    pub fn k(&self) -> usize {
+        self.k
+    }
+    pub fn bits(&self) -> u32 {
+        self.bits
+    }
+    pub fn group_size(&self) -> usize {
+        self.group_size
+    }
+    pub fn packed(&self) -> &[u32] {
+        &self.packed
+    }
+    pub fn scales(&self) -> &[f32] {
+        &self.scales
+    }
+    pub fn biases(&self) -> &[f32] {
+        &self.biases
+    }
+    /// Bytes held in memory (codes + scales + biases).
+    pub fn memory_bytes(&self) -> usize {
+        4 * (self.packed.len() + self.scales.len() + self.biases.len())
+    }
+
+    fn words_per_row(&self) -> usize {
+        self.k * self.bits as usize / 32
+    }
+
+    /// Packed words, scales and biases of row `r`.
+    fn row_parts(&self, r: usize) -> (&[u32], &[f32], &[f32]) {
+        let (wpr, g) = (self.words_per_row(), self.k / self.group_size);
+        (&self.packed[r * wpr..(r + 1) * wpr], &self.scales[r * g..(r + 1) * g], &self.biases[r * g..(r + 1) * g])
+    }
+}
+
+fn check_params(bits: u32, group_size: usize, n: usize, k: usize) -> Result<()> {
+    if !SUPPORTED_BITS.contains(&bits) {
+        return Err(Error::Quantization(format!("{bits} bits is not supported (supported: 2, 3, 4, 5, 6, 8)")));
+    }
+    if !SUPPORTED_GROUP_SIZES.contains(&group_size) {
+        return Err(Error::Quantization(format!("group size {group_size} is not supported (supported: 32, 64, 128)")));
+    }
+    if k == 0 || k % group_size != 0 {
+        return Err(Error::Quantization(format!("input dim {k} is not a positive multiple of group size {group_size}")));
+    }
+    if n.checked_mul(k).is_none_or(|nk| nk > isize::MAX as usize / 4) {
+        return Err(Error::Quantization(format!("weight shape [{n}, {k}] is too large")));
+    }
+    Ok(())
+}
+
+/// MLX's affine quantization of `w` `[n, k]` (mlx/ops.cpp `affine_quantize`): per group of
+/// `group_size` inputs, `scale = (max - min) / (2^bits - 1)` with its sign chosen so the edge with the
+/// larger magnitude is represented exactly, `bias = edge`, codes `round((w - bias) / scale)` clipped to
+/// `[0, 2^bits - 1]`, rounding half to even as MLX does.
+pub fn quantize(w: &[f32], n: usize, k: usize, bits: u32, group_size: usize) -> Result<AffineWeight> {
+    check_params(bits, group_size, n, k)?;
+    if w.len() != n * k {
+        return Err(Error::Quantization(format!("weight has {} elements, expected {n}×{k}", w.len())));
+    }
+    if let Some(i) = w.iter().position(|v| !v.is_finite()) {
+        return Err(Error::Quantization(format!("weight element {i} is not finite; cannot quantize")));
+    }
+    let groups = k / group_size;
+    let wpr = k * bits as usize / 32;
+    let mut packed = vec![0u32; n * wpr];
+    let mut scales = vec![0f32; n * groups];
+    let mut biases = vec![0f32; n * groups];
+    let n_bins = ((1u32 << bits) - 1) as f32;
+    for r in 0..n {
+        let row_words = &mut packed[r * wpr..(r + 1) * wpr];
+        for g in 0..groups {
+            let vals = &w[r * k + g * group_size..r * k + (g + 1) * group_size];
+            let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
+            for &v in vals {
+                lo = lo.min(v);
+                hi = hi.max(v);
+            }
+            let mask = lo.abs() > hi.abs();
+            let mut scale = ((hi - lo) / n_bins).max(1e-7);
+            scale = if mask { scale } else { -scale };
+            let edge = if mask { lo } else { hi };
+            let q0 = (edge / scale).round_ties_even();
+            if q0 != 0.0 {
+                scale = edge / q0;
+            }
+            let bias = if q0 == 0.0 { 0.0 } else { edge };
+            scales[r * groups + g] = scale;
+            biases[r * groups + g] = bias;
+            for (i, &v) in vals.iter().enumerate() {
+                let q = ((v - bias) / scale).round_ties_even().clamp(0.0, n_bins) as u32;
+                let off = (g * group_size + i) * bits as usize;
+                let (wi, sh) = (off / 32, (off % 32) as u32);
+                row_words[wi] |= q << sh;
+                if sh + bits > 32 {
+                    row_words[wi + 1] |= q >> (32 - sh);
+                }
+            }
+        }
+    }
+    AffineWeight::new(bits, group_size, n, k, packed, scales, biases)
+}
+
+/// How a SIMD path multiplies: fused dequantize-and-dot per weight row (`Gemv`, for few activation
+/// rows) or dequantized L2-sized tiles fed to f32 GEMM (`Tiled`); `Auto` picks by row count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    Auto,
+    Gemv,
+    Tiled,
+}
+
+/// A kernel implementation. `Scalar` runs everywhere; the others need the CPU feature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KernelPath {
+    Scalar,
+    /// x86-64 with AVX2 + FMA
+    Avx2,
+    /// x86-64 with AVX-512 F/BW/VL (+ VNNI)
+    Avx512,
+    /// AArch64 (Apple Silicon) NEON
+    Neon,
+}
+
+impl KernelPath {
+    pub const ALL: [KernelPath; 4] = [KernelPath::Scalar, KernelPath::Avx2, KernelPath::Avx512, KernelPath::Neon];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelPath::Scalar => "scalar",
+            KernelPath::Avx2 => "avx2",
+            KernelPath::Avx512 => "avx512",
+            KernelPath::Neon => "neon",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<KernelPath> {
+        KernelPath::ALL.into_iter().find(|p| p.name().eq_ignore_ascii_case(s.trim()))
+    }
+
+    /// Whether this CPU can run the path (runtime feature detection).
+    pub fn is_available(self) -> bool {
+        match self {
+            KernelPath::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            KernelPath::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+            #[cfg(target_arch = "x86_64")]
+            KernelPath::Avx512 => {
+                is_x86_feature_detected!("avx512f")
+                    && is_x86_feature_detected!("avx512bw")
+                    && is_x86_feature_detected!("avx512vl")
+                    && is_x86_feature_detected!("fma")
+            }
+            #[cfg(target_arch = "aarch64")]
+            KernelPath::Neon => std::arch::is_aarch64_feature_detected!("neon"),
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+
+    /// The fastest path this CPU has.
+    pub fn detect() -> KernelPath {
+        [KernelPath::Avx512, KernelPath::Avx2, KernelPath::Neon]
+            .into_iter()
+            .find(|p| p.is_available())
+            .unwrap_or(KernelPath::Scalar)
+    }
+}
+
+impl std::fmt::Display for KernelPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Process-wide override set by `force_path` (0 = none, else 1 + index in `KernelPath::ALL`).
+static FORCED: AtomicU8 = AtomicU8::new(0);
+
+/// Make `selected_path` return `path` (or, with `None`, go back to the environment/detection),
+/// so a test or benchmark can run a whole model on each path in one process. An error when this
+/// CPU cannot run the path.
+#[doc(hidden)]
+pub fn force_path(path: Option<KernelPath>) -> Result<()> {
+    let code = match path {
+        Some(p) if !p.is_available() => {
+            return Err(Error::Quantization(format!("kernel path `{p}` is not available on this CPU")))
+        }
+        Some(p) => 1 + KernelPath::ALL.iter().position(|&q| q == p).unwrap_or(0) as u8,
+        None => 0,
+    };
+    FORCED.store(code, Ordering::Relaxed);
+    Ok(())
+}
+
+/// The path `AffineWeight::matmul` uses: `EMBEDRANK_QKERNEL` when set to a path this CPU has,
+/// otherwise the fastest detected one (decided once per process), unless `force_path` overrides it.
+pub fn selected_path() -> KernelPath {
+    static PATH: OnceLock<KernelPath> = OnceLock::new();
+    if let Some(&p) = KernelPath::ALL.get((FORCED.load(Ordering::Relaxed) as usize).wrapping_sub(1)) {
+        return p;
+    }
+    *PATH.get_or_init(|| {
+        let detected = KernelPath::detect();
+        let Ok(want) = std::env::var("EMBEDRANK_QKERNEL") else { return detected };
+        match KernelPath::parse(&want) {
+            Some(p) if p.is_available() => p,
+            Some(p) => {
+                tracing::warn!("EMBEDRANK_QKERNEL={want}: path `{p}` is not available on this CPU; using `{detected}`");
+                detected
+            }
+            None => {
+                tracing::warn!(
+                    "EMBEDRANK_QKERNEL={want} is not one of scalar, avx2, avx512, neon; using `{detected}`"
+                );
+                detected
+            }
+        }
+    })
+}

@@ -1,0 +1,311 @@
+//! Kernel tests: the scalar path against MLX (fixture from scripts/reference/qkernel_mlx.py) and an
+//! independent bit-by-bit packer; every SIMD path and both matmul strategies against scalar on odd
+//! shapes (m = 1, n = 1, k = group size, k an odd number of groups), all bits and group sizes.
+
+use super::driver::{self, Ops};
+use super::*;
+
+/// xorshift64*: deterministic test data without a `rand` dependency.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    /// Uniform in [-1, 1).
+    fn f(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+    fn vec(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.f()).collect()
+    }
+}
+
+/// Pack codes one bit at a time (independent of the word/shift arithmetic under test).
+fn pack_bitwise(codes: &[u32], bits: u32) -> Vec<u32> {
+    let mut words = vec![0u32; codes.len() * bits as usize / 32];
+    for (j, &c) in codes.iter().enumerate() {
+        for b in 0..bits as usize {
+            let pos = j * bits as usize + b;
+            words[pos / 32] |= ((c >> b) & 1) << (pos % 32);
+        }
+    }
+    words
+}
+
+fn random_weight(rng: &mut Rng, bits: u32, gs: usize, n: usize, k: usize) -> AffineWeight {
+    let codes: Vec<u32> = (0..n * k).map(|_| (rng.next() >> 33) as u32 & ((1 << bits) - 1)).collect();
+    let packed: Vec<u32> = codes.chunks(k).flat_map(|row| pack_bitwise(row, bits)).collect();
+    let g = n * k / gs;
+    let scales: Vec<f32> = (0..g).map(|_| rng.f() * 0.02).collect();
+    let biases: Vec<f32> = (0..g).map(|_| rng.f() * 0.1).collect();
+    AffineWeight::new(bits, gs, n, k, packed, scales, biases).unwrap()
+}
+
+fn paths_here() -> Vec<(String, Ops)> {
+    let mut v = vec![("portable(neon)".to_string(), Ops::portable())];
+    for p in [KernelPath::Avx2, KernelPath::Avx512, KernelPath::Neon] {
+        if let Some(o) = Ops::for_path(p) {
+            v.push((p.name().to_string(), o));
+        }
+    }
+    v
+}
+
+fn assert_close(what: &str, got: &[f32], want: &[f32], scale: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, ((g, w), s)) in got.iter().zip(want).zip(scale).enumerate() {
+        let tol = 2e-5 * s + 1e-6;
+        assert!((g - w).abs() <= tol, "{what}: element {i}: got {g}, want {w} (tol {tol})");
+    }
+}
+
+/// Σ|x|·|w| per output, the natural error scale of a dot product.
+fn abs_scale(w: &AffineWeight, x: &[f32], m: usize) -> Vec<f32> {
+    let (n, k) = (w.n(), w.k());
+    let mut deq = vec![0f32; n * k];
+    scalar_dequant_all(w, &mut deq);
+    let mut s = vec![0f32; m * n];
+    for i in 0..m {
+        for r in 0..n {
+            s[i * n + r] = (0..k).map(|j| (x[i * k + j] * deq[r * k + j]).abs()).sum();
+        }
+    }
+    s
+}
+
+fn scalar_dequant_all(w: &AffineWeight, out: &mut [f32]) {
+    for r in 0..w.n() {
+        scalar::dequantize_row(w, r, &mut out[r * w.k()..(r + 1) * w.k()]);
+    }
+}
+
+#[test]
+fn code_reads_the_lsb_first_stream() {
+    let mut rng = Rng(1);
+    for bits in SUPPORTED_BITS {
+        let codes: Vec<u32> = (0..96).map(|_| (rng.next() >> 20) as u32 & ((1 << bits) - 1)).collect();
+        let words = pack_bitwise(&codes, bits);
+        for (j, &c) in codes.iter().enumerate() {
+            assert_eq!(scalar::code(&words, j, bits), c, "bits {bits} element {j}");
+        }
+    }
+    // The documented 4-bit layout: element 0 is the least significant nibble.
+    assert_eq!(scalar::code(&[0x8765_4321], 0, 4), 1);
+    assert_eq!(scalar::code(&[0x8765_4321], 7, 4), 8);
+}
+
+#[test]
+fn scalar_dequantize_matches_formula() {
+    let mut rng = Rng(2);
+    let w = random_weight(&mut rng, 3, 32, 2, 64);
+    let mut out = vec![0f32; 2 * 64];
+    w.dequantize_rows(0..2, &mut out);
+    for r in 0..2 {
+        for j in 0..64 {
+            let q = scalar::code(&w.packed()[r * 6..(r + 1) * 6], j, 3) as f32;
+            let (s, b) = (w.scales()[r * 2 + j / 32], w.biases()[r * 2 + j / 32]);
+            assert!((out[r * 64 + j] - (q * s + b)).abs() <= 1e-6);
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct Fixture {
+    n: usize,
+    k: usize,
+    m: usize,
+    weight: Vec<f32>,
+    x: Vec<f32>,
+    cases: Vec<Case>,
+}
+#[derive(serde::Deserialize)]
+struct Case {
+    bits: u32,
+    group_size: usize,
+    packed: Vec<u32>,
+    scales: Vec<f32>,
+    biases: Vec<f32>,
+    dequantized: Vec<f32>,
+    matmul: Vec<f32>,
+}
+
+fn fixture() -> Fixture {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/qkernel_mlx.json");
+    let text = std::fs::read_to_string(path).expect("run scripts/reference/qkernel_mlx.py");
+    serde_json::from_str(&text).expect("fixture parses")
+}
+
+#[test]
+fn quantize_matches_mlx() {
+    let fx = fixture();
+    for c in &fx.cases {
+        let q = quantize(&fx.weight, fx.n, fx.k, c.bits, c.group_size).unwrap();
+        let what = format!("bits {} gs {}", c.bits, c.group_size);
+        // Scales/biases: MLX computes in f32 too, so these agree to the last bit or one ulp.
+        for (i, (a, b)) in q.scales().iter().zip(&c.scales).chain(q.biases().iter().zip(&c.biases)).enumerate() {
+            assert!((a - b).abs() <= b.abs() * 2e-7, "{what}: scale/bias {i}: {a} vs mlx {b}");
+        }
+        let differing = q.packed().iter().zip(&c.packed).filter(|(a, b)| a != b).count();
+        assert_eq!(differing, 0, "{what}: {differing} packed words differ from MLX");
+    }
+}
+
+#[test]
+fn dequantize_and_matmul_match_mlx() {
+    let fx = fixture();
+    for c in &fx.cases {
+        let w = AffineWeight::new(
+            c.bits,
+            c.group_size,
+            fx.n,
+            fx.k,
+            c.packed.clone(),
+            c.scales.clone(),
+            c.biases.clone(),
+        )
+        .unwrap();
+        let what = format!("bits {} gs {}", c.bits, c.group_size);
+        let mut deq = vec![0f32; fx.n * fx.k];
+        scalar_dequant_all(&w, &mut deq);
+        let ones = vec![1f32; deq.len()];
+        assert_close(&format!("{what} dequantize"), &deq, &c.dequantized, &ones);
+        let scale = abs_scale(&w, &fx.x, fx.m);
+        for (name, path) in [("scalar", None), ("selected", Some(selected_path()))] {
+            let mut y = vec![0f32; fx.m * fx.n];
+            match path {
+                Some(p) => w.matmul_with(p, &fx.x, fx.m, &mut y).unwrap(),
+                None => scalar::matmul(&w, &fx.x, fx.m, &mut y),
+            }
+            assert_close(&format!("{what} matmul {name}"), &y, &c.matmul, &scale);
+        }
+    }
+}
+
+/// Within half a step inside the representable range; MLX snaps the scale so the larger-magnitude
+/// edge is exact, which can leave the other edge clipped by less than one step.
+#[test]
+fn quantize_round_trip_error_is_within_a_step() {
+    let mut rng = Rng(3);
+    let (n, k) = (3, 256);
+    let w = rng.vec(n * k);
+    for bits in SUPPORTED_BITS {
+        for gs in SUPPORTED_GROUP_SIZES {
+            let q = quantize(&w, n, k, bits, gs).unwrap();
+            let mut d = vec![0f32; n * k];
+            q.dequantize_rows(0..n, &mut d);
+            for (i, (a, b)) in w.iter().zip(&d).enumerate() {
+                let step = q.scales()[i / gs].abs();
+                assert!((a - b).abs() <= step + 1e-6, "bits {bits} gs {gs} element {i}: {a} -> {b}");
+            }
+        }
+    }
+}
+
+/// Every path, both strategies, against scalar: all bits × group sizes × odd shapes.
+#[test]
+fn every_path_matches_scalar_on_odd_shapes() {
+    let mut rng = Rng(4);
+    for bits in SUPPORTED_BITS {
+        for gs in SUPPORTED_GROUP_SIZES {
+            // k = one group; k = 3 or 5 groups (not a multiple of any SIMD width × group); n = 1; n odd.
+            for (n, k) in [(1, gs), (7, gs), (1, 3 * gs), (19, 5 * gs), (40, 3 * gs)] {
+                let w = random_weight(&mut rng, bits, gs, n, k);
+                for m in [1, 2, 5, 33] {
+                    let x = rng.vec(m * k);
+                    let mut want = vec![0f32; m * n];
+                    scalar::matmul(&w, &x, m, &mut want);
+                    let scale = abs_scale(&w, &x, m);
+                    for (name, ops) in paths_here() {
+                        let what = format!("{name} bits {bits} gs {gs} m {m} n {n} k {k}");
+                        let mut got = vec![f32::NAN; m * n];
+                        driver::gemv(&w, ops, &x, m, &mut got);
+                        assert_close(&format!("{what} gemv"), &got, &want, &scale);
+                        let mut got = vec![f32::NAN; m * n];
+                        driver::tiled(&w, ops, &x, m, &mut got);
+                        assert_close(&format!("{what} tiled"), &got, &want, &scale);
+                        let mut deq = vec![f32::NAN; n * k];
+                        for r in 0..n {
+                            (ops.dequant)(&w, r, &mut deq[r * k..(r + 1) * k]);
+                        }
+                        let mut want_deq = vec![0f32; n * k];
+                        scalar_dequant_all(&w, &mut want_deq);
+                        assert_close(&format!("{what} dequant"), &deq, &want_deq, &vec![1.0; n * k]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Activation row counts past the GEMM block size, and the public entry point on every path.
+#[test]
+fn large_m_and_public_paths_match_scalar() {
+    let mut rng = Rng(5);
+    for bits in [4, 8, 3] {
+        let (n, k, m) = (70, 192, 1100);
+        let w = random_weight(&mut rng, bits, 64, n, k);
+        let x = rng.vec(m * k);
+        let mut want = vec![0f32; m * n];
+        scalar::matmul(&w, &x, m, &mut want);
+        let scale = abs_scale(&w, &x, m);
+        for p in KernelPath::ALL.into_iter().filter(|p| p.is_available()) {
+            let mut got = vec![f32::NAN; m * n];
+            w.matmul_with(p, &x, m, &mut got).unwrap();
+            assert_close(&format!("{p} bits {bits}"), &got, &want, &scale);
+        }
+        let mut got = vec![f32::NAN; m * n];
+        w.matmul(&x, m, &mut got);
+        assert_close(&format!("selected bits {bits}"), &got, &want, &scale);
+    }
+}
+
+#[test]
+fn x86_with_avx512_still_runs_the_avx2_path() {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        assert!(KernelPath::Avx2.is_available());
+        assert!(Ops::for_path(KernelPath::Avx2).is_some());
+        if KernelPath::Avx512.is_available() {
+            assert_eq!(KernelPath::detect(), KernelPath::Avx512);
+        } else {
+            assert_eq!(KernelPath::detect(), KernelPath::Avx2);
+        }
+    }
+    assert!(KernelPath::Scalar.is_available());
+}
+
+#[test]
+fn unavailable_path_is_an_error() {
+    let w = quantize(&[0.5; 64], 1, 64, 4, 64).unwrap();
+    let mut out = [0f32; 1];
+    for p in KernelPath::ALL {
+        let r = w.matmul_with(p, &[1.0; 64], 1, &mut out);
+        assert_eq!(r.is_ok(), p.is_available(), "{p}");
+    }
+}
+
+#[test]
+fn path_names_parse() {
+    for p in KernelPath::ALL {
+        assert_eq!(KernelPath::parse(p.name()), Some(p));
+    }
+    assert_eq!(KernelPath::parse(" AVX2 "), Some(KernelPath::Avx2));
+    assert_eq!(KernelPath::parse("sse"), None);
+}
+
+#[test]
+fn new_rejects_bad_layouts() {
+    let ok = |bits, gs, n, k, p, s| AffineWeight::new(bits, gs, n, k, vec![0; p], vec![0.0; s], vec![0.0; s]);
+    assert!(ok(4, 64, 2, 128, 32, 4).is_ok());
+    assert!(ok(7, 64, 2, 128, 56, 4).is_err(), "7 bits");
+    assert!(ok(4, 16, 2, 128, 32, 16).is_err(), "group 16");
+    assert!(ok(4, 64, 2, 96, 24, 3).is_err(), "k not a multiple of the group");
+    assert!(ok(4, 64, 2, 128, 33, 4).is_err(), "packed size");
+    assert!(ok(4, 64, 2, 128, 32, 3).is_err(), "scales size");
+    assert!(AffineWeight::new(4, 64, 1, 64, vec![0; 8], vec![f32::NAN], vec![0.0]).is_err(), "NaN scale");
+    assert!(quantize(&[f32::INFINITY; 64], 1, 64, 4, 64).is_err());
+    assert!(quantize(&[0.0; 63], 1, 64, 4, 64).is_err());
+}
