@@ -62,8 +62,11 @@ def main():
     ap.add_argument("--json", metavar="FILE")
     a = ap.parse_args()
 
+    import sentence_transformers
     import torch
     from sentence_transformers import SentenceTransformer
+
+    st_version = sentence_transformers.__version__
 
     env = dict(os.environ)
     with open(os.path.join(a.model_dir, "config.json")) as f:
@@ -105,7 +108,7 @@ def main():
         lat = common.latencies(lambda q: st.encode([q], batch_size=1), queries, a.latency_requests)
         wall = float(np.median(walls))
         rows.append(common.result(
-            "sentence-transformers bf16 sdpa", real_tokens, len(docs), walls, lat,
+            f"sentence-transformers {st_version} bf16 sdpa", real_tokens, len(docs), walls, lat,
             achieved_tflops=flops / wall / 1e12, mfu=flops / wall / 1e12 / PEAK_TFLOPS,
             gpu_peak_alloc_bytes=torch.cuda.max_memory_allocated(),
         ))

@@ -96,11 +96,9 @@ impl Rng {
 /// (name, out features n, in features k) of each linear layer in one transformer block.
 fn block(model: &str) -> Vec<(&'static str, usize, usize)> {
     match model {
-        "minilm" => vec![
-            ("minilm q/k/v/o", 384, 384),
-            ("minilm intermediate", 1536, 384),
-            ("minilm output", 384, 1536),
-        ],
+        "minilm" => {
+            vec![("minilm q/k/v/o", 384, 384), ("minilm intermediate", 1536, 384), ("minilm output", 384, 1536)]
+        }
         _ => vec![
             ("qwen3 q_proj", 2048, 1024),
             ("qwen3 k/v_proj", 1024, 1024),
@@ -216,8 +214,11 @@ fn stack_bench(a: &Args) -> anyhow::Result<()> {
         println!("|{}", "---|".repeat(2 + 2 * a.paths.len()));
         for &m in &a.ms {
             let xs: Vec<Vec<f32>> = shapes.iter().map(|&(_, k)| rng.vec(m * k, 1.0)).collect();
-            let xts: Vec<Tensor> =
-                xs.iter().zip(&shapes).map(|(x, &(_, k))| Tensor::from_slice(x, (m, k), &dev)).collect::<Result<_, _>>()?;
+            let xts: Vec<Tensor> = xs
+                .iter()
+                .zip(&shapes)
+                .map(|(x, &(_, k))| Tensor::from_slice(x, (m, k), &dev))
+                .collect::<Result<_, _>>()?;
             let tf = best_time(a.min_time, || {
                 for (x, w) in xts.iter().zip(&f32t) {
                     drop(f32_matmul(x, w));
@@ -253,7 +254,7 @@ fn sweep(a: &Args) -> anyhow::Result<()> {
     for &p in &a.paths {
         for bits in [4, 8] {
             let q = quantize(&wf, n, k, bits, a.group)?;
-            for m in [1, 2, 3, 4, 6, 8, 16] {
+            for m in [1, 2, 4, 8, 16, 32, 64] {
                 let x = rng.vec(m * k, 1.0);
                 let mut out = vec![0f32; m * n];
                 let flops = 2.0 * (m * n * k) as f64;

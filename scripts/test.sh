@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The test command: installs the offline test models (idempotent), then runs every test.
+# The test command: installs what the tests need (idempotent: Python venv with the CI tools, the
+# offline test models), then runs every test.
 # Usage: scripts/test.sh [extra cargo test args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./scripts/fetch-test-models.sh
+./scripts/setup.sh
 cargo test --all-targets "$@"

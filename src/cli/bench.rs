@@ -177,7 +177,12 @@ fn print_table(input: &Path, r: &Report) {
     let mfu = r.mfu.map_or_else(String::new, |m| {
         format!(", MFU {:.1}% of {:.0} TFLOP/s", 100.0 * m, r.peak_tflops.unwrap_or(0.0))
     });
-    println!("compute     {:.3} TFLOP/s achieved{mfu}", r.achieved_tflops);
+    let achieved = if r.achieved_tflops >= 1.0 {
+        format!("{:.1} TFLOP/s", r.achieved_tflops)
+    } else {
+        format!("{:.1} GFLOP/s", r.achieved_tflops * 1e3)
+    };
+    println!("compute     {achieved} achieved (useful FLOPs of real tokens){mfu}");
     match &r.latency {
         Some(l) => println!(
             "latency     {}: p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms (mean {:.2}, {} requests)",

@@ -76,7 +76,8 @@ impl Engine {
         let device = opts.device.open()?;
         let dtype = opts.dtype.unwrap_or(if device.is_cpu() { DType::F32 } else { DType::BF16 });
         let tokenizer = tokenize::TextTokenizer::load(&spec)?;
-        let ws = WeightStore::open(&spec.weight_files, &device, dtype)?;
+        let mut ws = WeightStore::open(&spec.weight_files, &device, dtype)?;
+        ws.set_quantization(spec.quantization.clone());
         let model = Model::load(&spec, &ws)?;
         for n in &spec.notes {
             tracing::info!(model = %spec.name, "{n}");

@@ -167,7 +167,7 @@ impl Metrics {
                 &mut out,
                 "embedrank_dropped_requests_total",
                 "counter",
-                "Requests dropped before compute because the client went away.",
+                "Requests dropped before (the rest of) their compute because the client went away or timed out.",
                 &|| g(&m.dropped),
             );
             for h in Hist::ALL {

@@ -118,7 +118,7 @@ pub fn load_affine(
     }
     let biases =
         t.biases.filter(|b| &b.shape == ss).ok_or_else(|| bad(format!("biases must have the scales' shape {ss:?}")))?;
-    if (ws[1] * 32) % k != 0 || k % ss[1] != 0 {
+    if (ws[1] * 32) % k != 0 || !k.is_multiple_of(ss[1]) {
         return Err(bad(format!("packed weight {ws:?} / scales {ss:?} do not fit a [{n}, {k}] weight")));
     }
     let bits = (ws[1] * 32 / k) as u32;

@@ -29,6 +29,10 @@ impl Server {
         let hub = test_hub();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_embedrank"));
         cmd.arg("serve").arg("--port").arg("0").arg("--cache-dir").arg(&hub).args(args);
+        if !args.contains(&"--request-timeout") {
+            // Tests share a few busy cores with builds; the 60 s default is not what they test.
+            cmd.args(["--request-timeout", "600s"]);
+        }
         cmd.env("HF_HUB_OFFLINE", "1").env_remove("EMBEDRANK_API_KEY");
         for (k, v) in env {
             cmd.env(k, v);
@@ -56,7 +60,7 @@ impl Server {
     }
 
     pub fn post_with(&self, path: &str, body: &Value, key: Option<&str>) -> (u16, Value) {
-        let mut req = ureq::post(&self.url(path)).timeout(Duration::from_secs(120));
+        let mut req = ureq::post(&self.url(path)).timeout(Duration::from_secs(600));
         if let Some(k) = key {
             req = req.set("Authorization", &format!("Bearer {k}"));
         }

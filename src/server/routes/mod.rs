@@ -140,6 +140,22 @@ fn resolve_prompt(loaded: &Loaded, default_instruction: Option<&str>, p: &Prompt
     Ok(spec.prompt_for(name.as_deref(), None, instruction.as_deref())?)
 }
 
+/// Counts a request as dropped if its future is dropped (client gone, timeout) before it reaches
+/// the worker's queue; from there on the worker counts drops itself.
+struct GoneGuard<'a> {
+    st: &'a Shared,
+    model: String,
+    armed: bool,
+}
+
+impl Drop for GoneGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.st.metrics.dropped(&self.model);
+        }
+    }
+}
+
 /// Tokenize, queue on the model's worker, wait for vectors.
 pub async fn embed(st: &Shared, call: EmbedCall) -> ApiResult<Embedded> {
     let slot = st.registry.find(call.model.as_deref(), Task::Embed)?;
@@ -167,6 +183,7 @@ pub async fn embed(st: &Shared, call: EmbedCall) -> ApiResult<Embedded> {
     engine.check_dimensions(call.dimensions)?;
     let prompt = resolve_prompt(&loaded, slot.cfg.instruction.as_deref(), &call.prompt)?;
     let model = slot.id().to_string();
+    let mut guard = GoneGuard { st, model: model.clone(), armed: true };
     let truncate = call.truncate;
     let t0 = Instant::now();
     let eng = engine.clone();
@@ -199,6 +216,7 @@ pub async fn embed(st: &Shared, call: EmbedCall) -> ApiResult<Embedded> {
         dimensions: call.dimensions,
         normalize: call.normalize.unwrap_or(engine.spec.normalize),
     };
+    guard.armed = false;
     let rx = loaded.batcher.submit(work, toks)?;
     match rx.await {
         Ok(Ok(Output::Vectors(vectors))) => Ok(Embedded { model, vectors, tokens }),
@@ -277,6 +295,7 @@ pub async fn rerank(st: &Shared, call: RerankCall) -> ApiResult<Reranked> {
     let loaded = st.registry.get(slot).await?;
     let model = slot.id().to_string();
     let instruction = call.instruction.or_else(|| slot.cfg.instruction.clone());
+    let mut guard = GoneGuard { st, model: model.clone(), armed: true };
     let t0 = Instant::now();
     let lo = loaded.clone();
     let (query, docs, max_doc, truncate) = (call.query, call.documents, call.max_tokens_per_doc, call.truncate);
@@ -292,6 +311,7 @@ pub async fn rerank(st: &Shared, call: RerankCall) -> ApiResult<Reranked> {
     .map_err(|e| ApiError::internal(format!("tokenizer task failed: {e}")))??;
     st.metrics.observe_time(Hist::TokenizeSeconds, &model, t0.elapsed());
     let tokens = toks.iter().map(Tokens::len).sum();
+    guard.armed = false;
     let rx = loaded.batcher.submit(Work::Score { raw: call.raw_scores }, toks)?;
     let scores = match rx.await {
         Ok(Ok(Output::Scores(s))) => s,

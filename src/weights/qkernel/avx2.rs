@@ -44,7 +44,7 @@ unsafe fn widen8(v: __m128i) -> __m256 {
 /// element order.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn dequant4(bytes: &[u8], scales: &[f32], biases: &[f32], gs: usize, out: &mut [f32]) {
-    debug_assert!(bytes.len() * 2 >= out.len() && out.len() % 32 == 0);
+    debug_assert!(bytes.len() * 2 >= out.len() && out.len().is_multiple_of(32));
     let mask = _mm_set1_epi8(0x0F);
     for (g, chunk) in out.chunks_exact_mut(gs).enumerate() {
         let s = _mm256_set1_ps(scales[g]);
@@ -68,7 +68,7 @@ unsafe fn dequant4(bytes: &[u8], scales: &[f32], biases: &[f32], gs: usize, out:
 /// 8-bit: one byte per code.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn dequant8(bytes: &[u8], scales: &[f32], biases: &[f32], gs: usize, out: &mut [f32]) {
-    debug_assert!(bytes.len() >= out.len() && out.len() % 32 == 0);
+    debug_assert!(bytes.len() >= out.len() && out.len().is_multiple_of(32));
     for (g, chunk) in out.chunks_exact_mut(gs).enumerate() {
         let s = _mm256_set1_ps(scales[g]);
         let b = _mm256_set1_ps(biases[g]);

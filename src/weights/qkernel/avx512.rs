@@ -7,9 +7,8 @@
 //! for the unaligned loads/stores (k is a multiple of the group size, itself a multiple of 32).
 
 #![cfg(target_arch = "x86_64")]
-// AVX-512 intrinsics and `target_feature = "avx512*"` are stable since Rust 1.89 (the toolchain here
-// is 1.95); Cargo.toml's `rust-version` (1.85) predates them and needs raising to 1.89.
-#![allow(clippy::incompatible_msrv)]
+// AVX-512 intrinsics and `target_feature = "avx512*"` are stable since Rust 1.89 (Cargo.toml's
+// `rust-version`).
 
 use std::arch::x86_64::*;
 
@@ -45,7 +44,7 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// interleaving them bytewise restores element order. Reads bytes [off/2, off/2+16) for off+32 <= k.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
 unsafe fn dequant4(bytes: &[u8], scales: &[f32], biases: &[f32], gs: usize, out: &mut [f32]) {
-    debug_assert!(bytes.len() * 2 >= out.len() && out.len() % 32 == 0);
+    debug_assert!(bytes.len() * 2 >= out.len() && out.len().is_multiple_of(32));
     let mask = _mm_set1_epi8(0x0F);
     for (g, chunk) in out.chunks_exact_mut(gs).enumerate() {
         let s = _mm512_set1_ps(scales[g]);
@@ -67,7 +66,7 @@ unsafe fn dequant4(bytes: &[u8], scales: &[f32], biases: &[f32], gs: usize, out:
 /// 8-bit: one byte per code. Reads bytes [off, off+16) for off+16 <= k.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
 unsafe fn dequant8(bytes: &[u8], scales: &[f32], biases: &[f32], gs: usize, out: &mut [f32]) {
-    debug_assert!(bytes.len() >= out.len() && out.len() % 32 == 0);
+    debug_assert!(bytes.len() >= out.len() && out.len().is_multiple_of(32));
     for (g, chunk) in out.chunks_exact_mut(gs).enumerate() {
         let s = _mm512_set1_ps(scales[g]);
         let b = _mm512_set1_ps(biases[g]);

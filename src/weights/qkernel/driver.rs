@@ -21,7 +21,7 @@ pub(crate) type DotFn = fn(&[f32], &[f32]) -> f32;
 
 /// Up to this many activation rows the fused dequantize-and-dot path is used (chosen by
 /// measurement with `examples/qkernel_bench.rs`).
-pub(crate) const GEMV_MAX_M: usize = 8;
+pub(crate) const GEMV_MAX_M: usize = 16;
 /// Activation rows per GEMM block, so gemm's packing of `x` stays small next to the tile's work.
 const M_BLOCK: usize = 512;
 /// Target size of a dequantized weight tile in floats (512 KiB: well inside a per-core L2).

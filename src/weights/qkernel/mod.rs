@@ -136,7 +136,8 @@ impl AffineWeight {
     pub fn dequantize_rows(&self, rows: Range<usize>, out: &mut [f32]) {
         assert!(rows.start <= rows.end && rows.end <= self.n, "qkernel: rows {rows:?} out of 0..{}", self.n);
         assert_eq!(out.len(), rows.len() * self.k, "qkernel dequantize_rows: wrong output size");
-        let dequant = driver::Ops::for_path(selected_path()).map_or(scalar::dequantize_row as driver::DequantFn, |o| o.dequant);
+        let dequant =
+            driver::Ops::for_path(selected_path()).map_or(scalar::dequantize_row as driver::DequantFn, |o| o.dequant);
         for (i, r) in rows.enumerate() {
             dequant(self, r, &mut out[i * self.k..(i + 1) * self.k]);
         }
@@ -186,8 +187,10 @@ fn check_params(bits: u32, group_size: usize, n: usize, k: usize) -> Result<()> 
     if !SUPPORTED_GROUP_SIZES.contains(&group_size) {
         return Err(Error::Quantization(format!("group size {group_size} is not supported (supported: 32, 64, 128)")));
     }
-    if k == 0 || k % group_size != 0 {
-        return Err(Error::Quantization(format!("input dim {k} is not a positive multiple of group size {group_size}")));
+    if k == 0 || !k.is_multiple_of(group_size) {
+        return Err(Error::Quantization(format!(
+            "input dim {k} is not a positive multiple of group size {group_size}"
+        )));
     }
     if n.checked_mul(k).is_none_or(|nk| nk > isize::MAX as usize / 4) {
         return Err(Error::Quantization(format!("weight shape [{n}, {k}] is too large")));
@@ -355,9 +358,7 @@ pub fn selected_path() -> KernelPath {
                 detected
             }
             None => {
-                tracing::warn!(
-                    "EMBEDRANK_QKERNEL={want} is not one of scalar, avx2, avx512, neon; using `{detected}`"
-                );
+                tracing::warn!("EMBEDRANK_QKERNEL={want} is not one of scalar, avx2, avx512, neon; using `{detected}`");
                 detected
             }
         }

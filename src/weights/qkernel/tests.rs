@@ -157,16 +157,9 @@ fn quantize_matches_mlx() {
 fn dequantize_and_matmul_match_mlx() {
     let fx = fixture();
     for c in &fx.cases {
-        let w = AffineWeight::new(
-            c.bits,
-            c.group_size,
-            fx.n,
-            fx.k,
-            c.packed.clone(),
-            c.scales.clone(),
-            c.biases.clone(),
-        )
-        .unwrap();
+        let w =
+            AffineWeight::new(c.bits, c.group_size, fx.n, fx.k, c.packed.clone(), c.scales.clone(), c.biases.clone())
+                .unwrap();
         let what = format!("bits {} gs {}", c.bits, c.group_size);
         let mut deq = vec![0f32; fx.n * fx.k];
         scalar_dequant_all(&w, &mut deq);
