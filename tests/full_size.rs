@@ -78,7 +78,12 @@ fn check_embedder(tag: &str, name: &str, hidden: usize) {
         assert!(v.iter().all(|x| x.is_finite()));
     }
     let one = e.embed(&texts[..1], &opts).unwrap();
-    assert!(cosine(&one.vectors[0], &out.vectors[0]) > 0.999, "batched vs single");
+    // Left-padded in a batch vs alone: the same math, different rounding; bf16 through 36 random
+    // layers drifts more than f32.
+    let c = cosine(&one.vectors[0], &out.vectors[0]);
+    let min = if dtype == DType::F32 { 0.999 } else { 0.99 };
+    eprintln!("{name}: batched vs single cosine {c:.6}");
+    assert!(c > min, "batched vs single cosine {c}");
     let t2 = Instant::now();
     let _ = e.embed(&texts[..1], &opts).unwrap();
     let single = t2.elapsed();
