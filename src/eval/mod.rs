@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use crate::engine::{EmbedOptions, Engine, RerankOptions};
 use crate::spec::Head;
-use crate::{Error, Result};
+use crate::Result;
 
 use metrics::{Measure, Metric, Run};
 
@@ -121,15 +121,9 @@ pub fn corpus_cache_key(engine: &Engine, prompt: &str, corpus_sha256: &str) -> R
         key.push("dir", dir.display().to_string());
     }
     // config.json carries the quantization entry (bits, group size) of MLX checkpoints.
-    let config = spec.dir.join("config.json");
-    let bytes = std::fs::read(&config).map_err(|e| Error::io(&config, e))?;
-    key.push("config_sha256", beir::hex(&sha2::Sha256::digest(&bytes)));
-    for f in &spec.weight_files {
-        let meta = std::fs::metadata(f).map_err(|e| Error::io(f, e))?;
-        let mtime =
-            meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
-        let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        key.push("weights", format!("{name}:{}:{mtime}", meta.len()));
+    key.push("config_sha256", spec.config_sha256.clone());
+    for w in &spec.weight_stamps {
+        key.push("weights", format!("{}:{}:{}", w.name, w.bytes, w.mtime_ns));
     }
     key.push("dtype", format!("{:?}", engine.dtype));
     key.push(
@@ -154,8 +148,6 @@ pub fn corpus_cache_key(engine: &Engine, prompt: &str, corpus_sha256: &str) -> R
     key.push("corpus_sha256", corpus_sha256);
     Ok(key)
 }
-
-use sha2::Digest as _;
 
 /// Corpus vectors and how they were obtained.
 pub struct CorpusEmbeddings {

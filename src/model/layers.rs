@@ -1,82 +1,14 @@
 //! Shared layers: embedding lookup, layer norm, RMS norm, rotary embeddings, attention with a mask.
 
-use std::sync::Arc;
-
 use candle_core::{DType, Device, Module, Tensor, D};
 
-use crate::weights::qkernel::AffineWeight;
+pub use crate::weights::Embedding;
 use crate::weights::WeightStore;
-use crate::{Error, Result};
+use crate::Result;
 
 /// A large negative number for masked attention scores. Finite, so a row with every key masked
 /// (a padding query row) softmaxes to uniform instead of NaN; its output is never used.
 pub const MASK_VALUE: f32 = -1e30;
-
-/// An embedding table, dense or MLX-quantized; a quantized lookup dequantizes only the rows asked for.
-pub enum Embedding {
-    Dense(Tensor),
-    Quantized { table: Arc<AffineWeight>, device: Device, dtype: DType },
-}
-
-impl Embedding {
-    /// `name.weight` [rows, dim]; quantized when `name.scales` exists.
-    pub fn load(ws: &WeightStore, name: &str, rows: usize, dim: usize) -> Result<Self> {
-        if let Some(q) = ws.quantized(name, rows, dim)? {
-            return Ok(Embedding::Quantized { table: Arc::new(q), device: ws.device.clone(), dtype: ws.dtype });
-        }
-        Ok(Embedding::Dense(ws.get(&format!("{name}.weight"), &[rows, dim])?))
-    }
-
-    pub fn new(table: Tensor) -> Self {
-        Embedding::Dense(table)
-    }
-
-    pub fn num_rows(&self) -> usize {
-        match self {
-            Embedding::Dense(t) => t.dims()[0],
-            Embedding::Quantized { table, .. } => table.n(),
-        }
-    }
-
-    pub fn dim(&self) -> usize {
-        match self {
-            Embedding::Dense(t) => t.dims()[1],
-            Embedding::Quantized { table, .. } => table.k(),
-        }
-    }
-
-    /// Rows `ids` of the table, [ids.len(), dim], in the compute dtype on the compute device.
-    pub fn rows(&self, ids: &[u32]) -> Result<Tensor> {
-        let n = self.num_rows();
-        if let Some(bad) = ids.iter().find(|&&i| i as usize >= n) {
-            return Err(Error::InvalidInput(format!("token id {bad} is outside the {n}-row embedding table")));
-        }
-        match self {
-            Embedding::Dense(t) => {
-                let idx = Tensor::new(ids, t.device())?;
-                Ok(t.index_select(&idx, 0)?)
-            }
-            Embedding::Quantized { table, device, dtype } => {
-                let k = table.k();
-                let mut out = vec![0f32; ids.len() * k];
-                for (&id, row) in ids.iter().zip(out.chunks_exact_mut(k)) {
-                    table.dequantize_rows(id as usize..id as usize + 1, row);
-                }
-                Ok(Tensor::from_vec(out, (ids.len(), k), device)?.to_dtype(*dtype)?)
-            }
-        }
-    }
-
-    /// ids [b, l] (u32) -> [b, l, dim]
-    pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
-        let (b, l) = ids.dims2()?;
-        let flat = match self {
-            Embedding::Dense(t) => t.index_select(&ids.flatten_all()?, 0)?,
-            Embedding::Quantized { .. } => self.rows(&ids.flatten_all()?.to_vec1::<u32>()?)?,
-        };
-        Ok(flat.reshape((b, l, self.dim()))?)
-    }
-}
 
 pub struct LayerNorm(candle_nn::LayerNorm);
 

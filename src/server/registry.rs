@@ -105,7 +105,7 @@ impl Registry {
                 dtype,
                 max_batch_tokens: m.max_batch_tokens.or(cfg.max_batch_tokens).unwrap_or(DEFAULT_MAX_BATCH_TOKENS),
             };
-            let size = spec.weight_files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
+            let size = spec.weight_bytes();
             for n in std::iter::once(&m.id).chain(&m.alias) {
                 names.insert(n.clone(), i);
             }

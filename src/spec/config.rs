@@ -5,6 +5,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 use serde_json::Value;
+use sha2::Digest;
 
 use crate::{Error, Result};
 
@@ -12,6 +13,8 @@ use crate::{Error, Result};
 #[derive(Debug, Clone)]
 pub struct RawConfig {
     pub value: Value,
+    /// sha256 of the file's bytes (hex): a fingerprint of the config (incl. an MLX quantization entry).
+    pub sha256: String,
 }
 
 impl RawConfig {
@@ -22,7 +25,8 @@ impl RawConfig {
         if !value.is_object() {
             return Err(Error::config(path, "expected a JSON object"));
         }
-        Ok(RawConfig { value })
+        let sha256 = sha2::Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+        Ok(RawConfig { value, sha256 })
     }
 
     pub fn model_type(&self) -> Option<&str> {

@@ -171,6 +171,10 @@ pub struct ModelSpec {
     pub score_activation: ScoreActivation,
     pub tokenizer_file: PathBuf,
     pub weight_files: Vec<PathBuf>,
+    /// Size and mtime of each weight file, read once here for cache keys and memory estimates.
+    pub weight_stamps: Vec<weights_index::WeightStamp>,
+    /// sha256 of config.json.
+    pub config_sha256: String,
     /// MLX quantization entry of config.json (None: not a quantized checkpoint).
     pub quantization: Option<Quantization>,
     /// Decisions made from fallbacks rather than files, for `--verbose`.
@@ -204,6 +208,7 @@ impl ModelSpec {
             });
         }
         let weight_files = weights_index::weight_files(&dir)?;
+        let weight_stamps = weights_index::stamps(&weight_files)?;
         let quantization = Quantization::from_config(&raw.value, &config_path)?;
         let st = st::read(&dir)?;
         let architectures = raw.architectures();
@@ -397,9 +402,16 @@ impl ModelSpec {
             score_activation,
             tokenizer_file,
             weight_files,
+            weight_stamps,
+            config_sha256: raw.sha256.clone(),
             quantization,
             notes,
         })
+    }
+
+    /// Bytes of the weight files on disk.
+    pub fn weight_bytes(&self) -> u64 {
+        self.weight_stamps.iter().map(|s| s.bytes).sum()
     }
 
     pub fn hidden_size(&self) -> usize {

@@ -58,3 +58,27 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
     };
     Err(Error::MissingFile { path: dir.join("model.safetensors"), what: what.into() })
 }
+
+/// Size and modification time of one weight file: with the commit, what identifies the weights.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WeightStamp {
+    pub name: String,
+    pub bytes: u64,
+    pub mtime_ns: u128,
+}
+
+pub fn stamps(files: &[PathBuf]) -> Result<Vec<WeightStamp>> {
+    files
+        .iter()
+        .map(|f| {
+            let meta = std::fs::metadata(f).map_err(|e| Error::io(f, e))?;
+            let mtime_ns = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos());
+            let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            Ok(WeightStamp { name, bytes: meta.len(), mtime_ns })
+        })
+        .collect()
+}

@@ -2,6 +2,7 @@
 //! accepts either naming style (`bert.`/`model.`/`roberta.` prefixed or flat), and the layer types
 //! whose storage the model code does not need to know.
 
+pub mod embedding;
 pub mod linear;
 pub mod qkernel;
 pub mod quant;
@@ -12,6 +13,7 @@ use std::path::{Path, PathBuf};
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
 
+pub use embedding::Embedding;
 pub use linear::Linear;
 pub use quant::RawEntry;
 
