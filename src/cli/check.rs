@@ -170,12 +170,6 @@ fn strings(s: &[&str]) -> Vec<String> {
     s.iter().map(|x| x.to_string()).collect()
 }
 
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
-    let n = |v: &[f32]| v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-    dot / (n(a) * n(b)).max(1e-30)
-}
-
 fn probe_embedder(engine: &Engine, c: &mut ModelCheck) -> embedrank::Result<()> {
     let opts = EmbedOptions::default();
     let texts = strings(&PARAPHRASE);
@@ -213,8 +207,8 @@ fn probe_embedder(engine: &Engine, c: &mut ModelCheck) -> embedrank::Result<()> 
             detail: "the model does not normalize; norms are positive".into(),
         });
     }
-    let near = cosine(&e.vectors[0], &e.vectors[1]);
-    let far = cosine(&e.vectors[0], &e.vectors[2]);
+    let near = embedrank::engine::pool::cosine(&e.vectors[0], &e.vectors[1]);
+    let far = embedrank::engine::pool::cosine(&e.vectors[0], &e.vectors[2]);
     c.probes.push(Probe {
         name: "paraphrase",
         passed: near > far,

@@ -17,8 +17,8 @@ pub use device::DeviceChoice;
 pub use rerank::{RerankOptions, RerankResult};
 pub use tokenize::Tokens;
 
-use crate::model::Model;
-use crate::spec::{Head, ModelSpec, Task};
+use crate::model::{Batch, Model};
+use crate::spec::{Head, ModelSpec, Pooling, Task};
 use crate::weights::WeightStore;
 use crate::{Error, Result};
 
@@ -146,8 +146,7 @@ impl Engine {
         let plan = batch::plan(toks, opts.batch_size, self.max_batch_tokens);
         for group in plan {
             let b = batch::build(toks, &group, &self.spec, &self.device, self.dtype)?;
-            let h = self.model.hidden_states(&b)?;
-            let pooled = pool::pool(&h, &b, pooling, prompt_len)?;
+            let pooled = self.pool_batch(&b, pooling, prompt_len)?;
             for (row, &idx) in pooled.into_iter().zip(&group) {
                 out[idx] = pool::finish(row, opts.dimensions, normalize);
             }
@@ -160,7 +159,17 @@ impl Engine {
         rerank::rerank(self, query, docs, opts)
     }
 
-    pub(crate) fn model(&self) -> &Model {
-        &self.model
+    /// Pooled vectors (before normalization and Matryoshka truncation) of one padded batch.
+    pub fn pool_batch(&self, b: &Batch, pooling: Pooling, prompt_len: usize) -> Result<Vec<Vec<f32>>> {
+        let h = self.model.hidden_states(b)?;
+        pool::pool(&h, b, pooling, prompt_len)
+    }
+
+    /// Raw reranker scores of one padded batch, one per row (multi-label heads: the first label,
+    /// the relevance logit).
+    pub fn score_batch(&self, b: &Batch) -> Result<Vec<f32>> {
+        let s = self.model.scores(b, &self.spec.head)?;
+        let s = if s.rank() == 2 { s.narrow(1, 0, 1)?.squeeze(1)? } else { s };
+        Ok(s.to_dtype(DType::F32)?.to_vec1()?)
     }
 }

@@ -60,6 +60,17 @@ pub fn finish(mut v: Vec<f32>, dims: Option<usize>, normalize: bool) -> Vec<f32>
     v
 }
 
+/// Cosine similarity in f64; 0 when either vector is zero.
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    if na == 0.0 || nb == 0.0 {
+        return 0.0;
+    }
+    dot / (na * nb)
+}
+
 pub fn l2_normalize(v: &mut [f32]) {
     let norm = v.iter().map(|x| (*x as f64) * (*x as f64)).sum::<f64>().sqrt().max(1e-12);
     v.iter_mut().for_each(|x| *x = (*x as f64 / norm) as f32);

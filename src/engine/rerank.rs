@@ -67,14 +67,7 @@ pub fn score_tokens(engine: &Engine, toks: &[Tokens], batch_size: Option<usize>)
     let mut out = vec![0f32; toks.len()];
     for group in batch::plan(toks, batch_size, engine.max_batch_tokens) {
         let b = batch::build(toks, &group, &engine.spec, &engine.device, engine.dtype)?;
-        let s = engine.model().scores(&b, &engine.spec.head)?;
-        let s: Vec<f32> = if s.rank() == 2 {
-            // Multi-label heads: the first label is the relevance logit.
-            s.narrow(1, 0, 1)?.squeeze(1)?.to_dtype(candle_core::DType::F32)?.to_vec1()?
-        } else {
-            s.to_dtype(candle_core::DType::F32)?.to_vec1()?
-        };
-        for (v, &i) in s.into_iter().zip(&group) {
+        for (v, &i) in engine.score_batch(&b)?.into_iter().zip(&group) {
             out[i] = v;
         }
     }

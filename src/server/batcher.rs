@@ -278,8 +278,7 @@ impl Worker {
         let b = batch::build(toks, group, &e.spec, &e.device, e.dtype)?;
         match e.spec.head {
             Head::Pool(pooling) => {
-                let h = e.model().hidden_states(&b)?;
-                let pooled = pool::pool(&h, &b, pooling, key)?;
+                let pooled = e.pool_batch(&b, pooling, key)?;
                 for (v, &i) in pooled.into_iter().zip(group) {
                     let (j, r) = rows[i];
                     let a = &mut active[j];
@@ -290,14 +289,7 @@ impl Worker {
                 }
             }
             _ => {
-                let s = e.model().scores(&b, &e.spec.head)?;
-                let s: Vec<f32> = if s.rank() == 2 {
-                    // Multi-label heads: the first label is the relevance logit (as the engine does).
-                    s.narrow(1, 0, 1)?.squeeze(1)?.to_dtype(candle_core::DType::F32)?.to_vec1()?
-                } else {
-                    s.to_dtype(candle_core::DType::F32)?.to_vec1()?
-                };
-                for (v, &i) in s.into_iter().zip(group) {
+                for (v, &i) in e.score_batch(&b)?.into_iter().zip(group) {
                     let (j, r) = rows[i];
                     active[j].scores[r] = v;
                     active[j].done += 1;
