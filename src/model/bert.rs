@@ -9,6 +9,8 @@ use crate::spec::{Activation, BertConfig, Head};
 use crate::weights::{Linear, WeightStore};
 use crate::{Error, Result};
 
+mod cpu;
+
 struct Layer {
     q: Linear,
     k: Linear,
@@ -77,6 +79,9 @@ impl Bert {
                 "sequence of {l} tokens is longer than the model's {} positions",
                 self.pos.num_rows()
             )));
+        }
+        if self.cpu_fast_path(batch) {
+            return self.forward_cpu(batch);
         }
         let positions = Tensor::arange(0u32, l as u32, batch.ids.device())?.unsqueeze(0)?.repeat((b, 1))?;
         let x = self

@@ -26,6 +26,11 @@ impl LayerNorm {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(self.0.forward(&x.contiguous()?)?)
     }
+
+    /// (weight, bias, eps), for kernels that normalize raw buffers.
+    pub fn params(&self) -> (&Tensor, Option<&Tensor>, f64) {
+        (self.0.weight(), self.0.bias(), self.0.eps())
+    }
 }
 
 pub struct RmsNorm {

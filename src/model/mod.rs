@@ -2,6 +2,7 @@
 //! output is final hidden states (embedders) or one score per row (rerankers).
 
 pub mod bert;
+mod cpu_ops;
 pub mod layers;
 pub mod qwen3;
 

@@ -1,0 +1,513 @@
+//! f32 building blocks of the CPU encoder fast path (`bert_cpu`): linear layers that write into
+//! caller-owned buffers with the bias and residual fused, variable-length attention, layer norm,
+//! GELU and softmax.
+//!
+//! Why not candle's ops: on the CPU every candle op allocates a fresh output (page faults on each
+//! large buffer), GELU and softmax go through scalar libm `erff`/`expf`, and `x.matmul(&w.t())`
+//! repacks the weight on every call — together about two thirds of the time of a MiniLM forward
+//! pass (perf, SciFact documents). The element-wise loops here are plain Rust compiled a second
+//! time with AVX-512/AVX2 enabled and picked at run time, so LLVM vectorizes them; the matmuls use
+//! the same `gemm` crate kernels as candle.
+
+use std::cell::RefCell;
+
+use rayon::prelude::*;
+
+/// Run `$body` (an expression) compiled for AVX-512, AVX2+FMA or baseline, picked at run time.
+macro_rules! multiversion {
+    ($(#[$doc:meta])* $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)? $body:block) => {
+        $(#[$doc])*
+        pub fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+                unsafe fn v4($($arg: $ty),*) $(-> $ret)? $body
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn v3($($arg: $ty),*) $(-> $ret)? $body
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU supports the features the function was compiled for.
+                    return unsafe { v4($($arg),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                    // SAFETY: as above.
+                    return unsafe { v3($($arg),*) };
+                }
+            }
+            #[allow(unreachable_code)]
+            $body
+        }
+    };
+}
+
+/// Lanes of the partial sums in reductions: one AVX-512 register of f32.
+const LANES: usize = 16;
+
+#[inline(always)]
+fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [[0f32; LANES]; 4];
+    let mut ca = a.chunks_exact(4 * LANES);
+    let mut cb = b.chunks_exact(4 * LANES);
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for u in 0..4 {
+            for l in 0..LANES {
+                acc[u][l] = x[u * LANES + l].mul_add(y[u * LANES + l], acc[u][l]);
+            }
+        }
+    }
+    let mut tail = 0f32;
+    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
+        tail = x.mul_add(*y, tail);
+    }
+    let mut s = [0f32; LANES];
+    for (l, v) in s.iter_mut().enumerate() {
+        *v = (acc[0][l] + acc[1][l]) + (acc[2][l] + acc[3][l]);
+    }
+    s.iter().sum::<f32>() + tail
+}
+
+multiversion!(dot(a: &[f32], b: &[f32]) -> f32 { dot_lanes(a, b) });
+
+#[inline(always)]
+fn sum_lanes(a: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let mut c = a.chunks_exact(LANES);
+    for x in &mut c {
+        for l in 0..LANES {
+            acc[l] += x[l];
+        }
+    }
+    acc.iter().sum::<f32>() + c.remainder().iter().sum::<f32>()
+}
+
+#[inline(always)]
+fn sq_dev_lanes(a: &[f32], mean: f32) -> f32 {
+    let mut acc = [0f32; LANES];
+    let mut c = a.chunks_exact(LANES);
+    for x in &mut c {
+        for l in 0..LANES {
+            let d = x[l] - mean;
+            acc[l] = d.mul_add(d, acc[l]);
+        }
+    }
+    acc.iter().sum::<f32>() + c.remainder().iter().map(|x| (x - mean) * (x - mean)).sum::<f32>()
+}
+
+multiversion!(layer_norm_rows(x: &mut [f32], dim: usize, gamma: &[f32], beta: &[f32], eps: f32) {
+    for row in x.chunks_exact_mut(dim) {
+        // Two passes (mean, then squared deviations), as PyTorch computes it.
+        let mean = sum_lanes(row) / dim as f32;
+        let var = sq_dev_lanes(row, mean) / dim as f32;
+        let inv = 1.0 / (var + eps).sqrt();
+        for ((v, g), b) in row.iter_mut().zip(gamma).zip(beta) {
+            *v = ((*v - mean) * inv).mul_add(*g, *b);
+        }
+    }
+});
+
+/// e^x for f32 in a form LLVM vectorizes: 2^n · p(r) with x = n ln2 + r, |r| <= ln2/2, degree-6
+/// polynomial (relative error about 2e-7 over the range; the result saturates below -87.3).
+#[inline(always)]
+fn exp_approx(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    let x = x.clamp(-87.3, 88.3);
+    let n = (x * LOG2E).round();
+    let r = n.mul_add(-LN2_LO, n.mul_add(-LN2_HI, x));
+    let p = r.mul_add(1.0 / 720.0, 1.0 / 120.0);
+    let p = p.mul_add(r, 1.0 / 24.0);
+    let p = p.mul_add(r, 1.0 / 6.0);
+    let p = p.mul_add(r, 0.5);
+    let p = p.mul_add(r, 1.0);
+    let p = p.mul_add(r, 1.0);
+    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    p * scale
+}
+
+/// erf by Abramowitz & Stegun 7.1.26 (absolute error <= 1.5e-7), branch-free.
+#[inline(always)]
+fn erf_approx(x: f32) -> f32 {
+    let a = x.abs();
+    let t = 1.0 / 0.327_591_1f32.mul_add(a, 1.0);
+    let y = 1.061_405_4f32.mul_add(t, -1.453_152_1);
+    let y = y.mul_add(t, 1.421_413_8);
+    let y = y.mul_add(t, -0.284_496_74);
+    let y = y.mul_add(t, 0.254_829_6);
+    let r = 1.0 - y * t * exp_approx(-a * a);
+    r.copysign(x)
+}
+
+multiversion!(gelu_erf(x: &mut [f32]) {
+    for v in x.iter_mut() {
+        *v = 0.5 * *v * (1.0 + erf_approx(*v * std::f32::consts::FRAC_1_SQRT_2));
+    }
+});
+
+multiversion!(gelu_tanh(x: &mut [f32]) {
+    // tanh(u) = 1 - 2 / (e^{2u} + 1)
+    for v in x.iter_mut() {
+        let u = 0.797_884_6 * (0.044_715 * *v * *v * *v + *v);
+        let t = 1.0 - 2.0 / (exp_approx(2.0 * u) + 1.0);
+        *v = 0.5 * *v * (1.0 + t);
+    }
+});
+
+multiversion!(relu(x: &mut [f32]) {
+    for v in x.iter_mut() {
+        *v = v.max(0.0);
+    }
+});
+
+multiversion!(silu(x: &mut [f32]) {
+    for v in x.iter_mut() {
+        *v /= 1.0 + exp_approx(-*v);
+    }
+});
+
+multiversion!(
+    /// Softmax of each row of `x` (`dim` wide) in place.
+    softmax_rows(x: &mut [f32], dim: usize) {
+    for row in x.chunks_exact_mut(dim) {
+        let mut m = [f32::NEG_INFINITY; LANES];
+        let mut c = row.chunks_exact(LANES);
+        for v in &mut c {
+            for l in 0..LANES {
+                m[l] = m[l].max(v[l]);
+            }
+        }
+        let max = c.remainder().iter().fold(m.iter().fold(f32::NEG_INFINITY, |a, b| a.max(*b)), |a, b| a.max(*b));
+        for v in row.iter_mut() {
+            *v = exp_approx(*v - max);
+        }
+        let inv = 1.0 / sum_lanes(row);
+        for v in row.iter_mut() {
+            *v *= inv;
+        }
+    }
+});
+
+multiversion!(
+    /// Each row of `x` (width `bias.len()`) gets `bias` added.
+    add_row_bias(x: &mut [f32], bias: &[f32]) {
+    for row in x.chunks_exact_mut(bias.len()) {
+        for (v, b) in row.iter_mut().zip(bias) {
+            *v += *b;
+        }
+    }
+});
+
+multiversion!(add_assign(x: &mut [f32], y: &[f32]) {
+    for (v, w) in x.iter_mut().zip(y) {
+        *v += *w;
+    }
+});
+
+/// Rows of activations up to which a linear layer takes dot products straight off the weight rows
+/// (memory-bound; nothing is packed) instead of a GEMM, whose packing would cost more than the
+/// arithmetic (measured: a 12-token MiniLM query spent half its time in gemm's packing).
+pub const GEMV_MAX_ROWS: usize = 16;
+
+/// `out[m, n] = x[m, k] · w[n, k]ᵀ` (row-major, `out` overwritten), on the rayon pool.
+pub fn matmul_nt(x: &[f32], w: &[f32], m: usize, n: usize, k: usize, out: &mut [f32]) {
+    assert!(x.len() >= m * k && w.len() >= n * k && out.len() >= m * n, "matmul_nt: buffer sizes");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if m <= GEMV_MAX_ROWS {
+        // Columns in blocks of output features; each block reads its weight rows once.
+        let cols = (16 * 1024 / k.max(1)).clamp(8, 256);
+        let out_ptr = SharedMut(out.as_mut_ptr());
+        (0..n).into_par_iter().step_by(cols).for_each(|j0| {
+            let j1 = (j0 + cols).min(n);
+            for j in j0..j1 {
+                let wr = &w[j * k..(j + 1) * k];
+                for i in 0..m {
+                    let v = dot(&x[i * k..(i + 1) * k], wr);
+                    // SAFETY: (i, j) is written by exactly one task (blocks of j are disjoint) and
+                    // lies inside `out`, whose size is asserted above.
+                    unsafe { *out_ptr.get().add(i * n + j) = v };
+                }
+            }
+        });
+        return;
+    }
+    let threads = rayon::current_num_threads();
+    let par = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+    // SAFETY: the strides describe the row-major buffers whose sizes are asserted above; `out` is
+    // exclusively borrowed and does not alias the inputs.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            x.as_ptr(),
+            1,
+            k as isize,
+            w.as_ptr(),
+            k as isize,
+            1,
+            0.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            par,
+        )
+    }
+}
+
+/// A raw pointer that rayon tasks writing disjoint parts of one buffer may share.
+#[derive(Clone, Copy)]
+struct SharedMut(*mut f32);
+// SAFETY: only used for writes to disjoint elements, each task owning its own range.
+unsafe impl Send for SharedMut {}
+// SAFETY: as above.
+unsafe impl Sync for SharedMut {}
+
+impl SharedMut {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+thread_local! {
+    /// Per-thread attention score buffer, reused so each (sequence, head) task allocates nothing.
+    static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Bidirectional multi-head attention over variable-length sequences packed without padding.
+/// `q`, `k`, `v` are [T, heads * d] (row stride `stride`), `seqs` the (start, len) of each
+/// sequence in T; the context is written to `ctx` [T, heads * d]. Causal masking when `causal`.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_varlen(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    stride: usize,
+    seqs: &[(usize, usize)],
+    heads: usize,
+    d: usize,
+    causal: bool,
+    ctx: &mut [f32],
+) {
+    let width = heads * d;
+    let total: usize = seqs.iter().map(|s| s.1).sum();
+    assert!(ctx.len() >= total * width && q.len() >= total * stride && width <= stride, "attention: sizes");
+    let scale = 1.0 / (d as f32).sqrt();
+    let tasks: Vec<(usize, usize, usize)> =
+        seqs.iter().flat_map(|&(s, l)| (0..heads).map(move |h| (s, l, h))).filter(|t| t.1 > 0).collect();
+    let ctx_ptr = SharedMut(ctx.as_mut_ptr());
+    tasks.into_par_iter().for_each(|(s, l, h)| {
+        SCORES.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            if buf.len() < l * l {
+                buf.resize(l * l, 0.0);
+            }
+            let scores = &mut buf[..l * l];
+            let off = s * stride + h * d;
+            // SAFETY: q/k/v rows s..s+l, columns h*d..h*d+d lie inside the buffers (asserted
+            // sizes); `scores` is l×l; the context block (rows s..s+l, columns h*d..) belongs to this
+            // task alone, since every (sequence, head) pair is one task.
+            unsafe {
+                gemm::gemm(
+                    l,
+                    l,
+                    d,
+                    scores.as_mut_ptr(),
+                    1,
+                    l as isize,
+                    false,
+                    q.as_ptr().add(off),
+                    1,
+                    stride as isize,
+                    k.as_ptr().add(off),
+                    stride as isize,
+                    1,
+                    0.0f32,
+                    scale,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+            if causal {
+                for i in 0..l {
+                    scores[i * l + i + 1..(i + 1) * l].fill(f32::NEG_INFINITY);
+                }
+            }
+            softmax_rows(scores, l);
+            // SAFETY: see above.
+            unsafe {
+                gemm::gemm(
+                    l,
+                    d,
+                    l,
+                    ctx_ptr.get().add(s * width + h * d),
+                    1,
+                    width as isize,
+                    false,
+                    scores.as_ptr(),
+                    1,
+                    l as isize,
+                    v.as_ptr().add(off),
+                    1,
+                    stride as isize,
+                    0.0f32,
+                    1.0f32,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+        });
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_and_erf_match_libm() {
+        let mut worst_exp = 0f64;
+        let mut worst_erf = 0f64;
+        for i in -20000..=20000 {
+            let x = i as f32 * 0.004;
+            let e = exp_approx(x) as f64;
+            let r = (x as f64).exp();
+            worst_exp = worst_exp.max(((e - r) / r).abs());
+            let ef = erf_approx(x) as f64;
+            worst_erf = worst_erf.max((ef - libm_erf(x as f64)).abs());
+        }
+        assert!(worst_exp < 5e-7, "exp relative error {worst_exp}");
+        // A&S 7.1.26 is 1.5e-7; f32 arithmetic adds the rest.
+        assert!(worst_erf < 5e-7, "erf absolute error {worst_erf}");
+        assert_eq!(exp_approx(-200.0), exp_approx(-87.3));
+        assert!(exp_approx(-87.3) >= 0.0);
+    }
+
+    /// erf by its series / continued fraction in f64 (reference only).
+    fn libm_erf(x: f64) -> f64 {
+        // Abramowitz & Stegun 7.1.5 series, enough terms for |x| <= 4, then 1.
+        if x.abs() > 4.0 {
+            return x.signum();
+        }
+        let mut sum = 0f64;
+        let mut term = x;
+        let mut n = 0f64;
+        loop {
+            let add = term / (2.0 * n + 1.0);
+            sum += add;
+            if add.abs() < 1e-17 {
+                break;
+            }
+            n += 1.0;
+            term *= -x * x / n;
+        }
+        sum * 2.0 / std::f64::consts::PI.sqrt()
+    }
+
+    fn naive_nt(x: &[f32], w: &[f32], m: usize, n: usize, k: usize) -> Vec<f32> {
+        let mut out = vec![0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                out[i * n + j] = (0..k).map(|t| x[i * k + t] as f64 * w[j * k + t] as f64).sum::<f64>() as f32;
+            }
+        }
+        out
+    }
+
+    fn seq(len: usize, seed: u32) -> Vec<f32> {
+        (0..len)
+            .map(|i| (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) % 1000) as f32 / 500.0 - 1.0)
+            .collect()
+    }
+
+    #[test]
+    fn matmul_nt_both_paths_match_naive() {
+        for &(m, n, k) in &[(1, 1, 1), (1, 7, 33), (5, 384, 384), (16, 17, 100), (17, 33, 65), (70, 40, 384)] {
+            let x = seq(m * k, 1);
+            let w = seq(n * k, 2);
+            let mut out = vec![f32::NAN; m * n];
+            matmul_nt(&x, &w, m, n, k, &mut out);
+            let r = naive_nt(&x, &w, m, n, k);
+            for (a, b) in out.iter().zip(&r) {
+                assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "m={m} n={n} k={k}: {a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn attention_varlen_matches_naive() {
+        let (heads, d) = (3, 8);
+        let width = heads * d;
+        let seqs = [(0usize, 5usize), (5, 1), (6, 9)];
+        let t = 15;
+        let (q, k, v) = (seq(t * width, 3), seq(t * width, 4), seq(t * width, 5));
+        for causal in [false, true] {
+            let mut ctx = vec![f32::NAN; t * width];
+            attention_varlen(&q, &k, &v, width, &seqs, heads, d, causal, &mut ctx);
+            for &(s, l) in &seqs {
+                for h in 0..heads {
+                    for i in 0..l {
+                        let lim = if causal { i + 1 } else { l };
+                        let sc: Vec<f64> = (0..lim)
+                            .map(|j| {
+                                (0..d)
+                                    .map(|c| {
+                                        q[(s + i) * width + h * d + c] as f64 * k[(s + j) * width + h * d + c] as f64
+                                    })
+                                    .sum::<f64>()
+                                    / (d as f64).sqrt()
+                            })
+                            .collect();
+                        let mx = sc.iter().cloned().fold(f64::MIN, f64::max);
+                        let e: Vec<f64> = sc.iter().map(|x| (x - mx).exp()).collect();
+                        let z: f64 = e.iter().sum();
+                        for c in 0..d {
+                            let want: f64 = (0..lim).map(|j| e[j] / z * v[(s + j) * width + h * d + c] as f64).sum();
+                            let got = ctx[(s + i) * width + h * d + c] as f64;
+                            assert!((got - want).abs() < 1e-5, "causal={causal} seq {s} head {h} row {i}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn layer_norm_softmax_gelu() {
+        let mut x = seq(3 * 20, 7);
+        let orig = x.clone();
+        let g = seq(20, 8);
+        let b = seq(20, 9);
+        layer_norm_rows(&mut x, 20, &g, &b, 1e-12);
+        for r in 0..3 {
+            let row = &orig[r * 20..(r + 1) * 20];
+            let mean = row.iter().map(|v| *v as f64).sum::<f64>() / 20.0;
+            let var = row.iter().map(|v| (*v as f64 - mean).powi(2)).sum::<f64>() / 20.0;
+            for c in 0..20 {
+                let want = (row[c] as f64 - mean) / (var + 1e-12).sqrt() * g[c] as f64 + b[c] as f64;
+                assert!((x[r * 20 + c] as f64 - want).abs() < 1e-5);
+            }
+        }
+        let mut s = vec![1.0, 2.0, 3.0, -1e30, 0.5, 0.5];
+        softmax_rows(&mut s, 3);
+        let z = 1f32.exp() + 2f32.exp() + 3f32.exp();
+        assert!((s[2] - 3f32.exp() / z).abs() < 1e-6);
+        assert!(s[3].abs() < 1e-30 && (s[4] - 0.5).abs() < 1e-6);
+        let mut gx = vec![-3.0, -0.5, 0.0, 0.7, 2.0];
+        let want: Vec<f32> =
+            gx.iter().map(|v: &f32| 0.5 * v * (1.0 + libm_erf(*v as f64 / 2f64.sqrt()) as f32)).collect();
+        gelu_erf(&mut gx);
+        for (a, b) in gx.iter().zip(&want) {
+            assert!((a - b).abs() < 1e-6);
+        }
+    }
+}
