@@ -65,7 +65,60 @@ fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
     s.iter().sum::<f32>() + tail
 }
 
-multiversion!(dot(a: &[f32], b: &[f32]) -> f32 { dot_lanes(a, b) });
+
+/// Four dot products against one weight row `w`, sharing its loads (a small register block: the
+/// weight row is read once per four activation rows).
+#[inline(always)]
+fn dot4_lanes(x: [&[f32]; 4], w: &[f32]) -> [f32; 4] {
+    let mut acc = [[0f32; LANES]; 4];
+    let k = w.len();
+    let full = k / LANES * LANES;
+    let mut c = 0;
+    while c < full {
+        let wc = &w[c..c + LANES];
+        for r in 0..4 {
+            let xc = &x[r][c..c + LANES];
+            for l in 0..LANES {
+                acc[r][l] = xc[l].mul_add(wc[l], acc[r][l]);
+            }
+        }
+        c += LANES;
+    }
+    let mut out = [0f32; 4];
+    for r in 0..4 {
+        let tail: f32 = (full..k).map(|t| x[r][t] * w[t]).sum();
+        out[r] = acc[r].iter().sum::<f32>() + tail;
+    }
+    out
+}
+
+multiversion!(
+    /// `out[i * out_stride + j] = x_i · w_j` for the `m` rows of `x` and the weight rows `rows`.
+    gemv_block(x: &[f32], m: usize, w: &[f32], k: usize, rows: std::ops::Range<usize>, out: SharedMut, out_stride: usize) {
+        let out = out.get();
+        for j in rows {
+            let wr = &w[j * k..(j + 1) * k];
+            let mut i = 0;
+            while i + 4 <= m {
+                let r = dot4_lanes(
+                    [&x[i * k..(i + 1) * k], &x[(i + 1) * k..(i + 2) * k], &x[(i + 2) * k..(i + 3) * k], &x[(i + 3) * k..(i + 4) * k]],
+                    wr,
+                );
+                for (u, v) in r.iter().enumerate() {
+                    // SAFETY: the caller guarantees `out` holds m rows of `out_stride` and that no
+                    // other thread writes column j.
+                    unsafe { *out.add((i + u) * out_stride + j) = *v };
+                }
+                i += 4;
+            }
+            while i < m {
+                // SAFETY: as above.
+                unsafe { *out.add(i * out_stride + j) = dot_lanes(&x[i * k..(i + 1) * k], wr) };
+                i += 1;
+            }
+        }
+    }
+);
 
 #[inline(always)]
 fn sum_lanes(a: &[f32]) -> f32 {
@@ -164,27 +217,33 @@ multiversion!(silu(x: &mut [f32]) {
     }
 });
 
+#[inline(always)]
+fn softmax_one(row: &mut [f32]) {
+    let mut m = [f32::NEG_INFINITY; LANES];
+    let mut c = row.chunks_exact(LANES);
+    for v in &mut c {
+        for l in 0..LANES {
+            m[l] = m[l].max(v[l]);
+        }
+    }
+    let max = c.remainder().iter().fold(m.iter().fold(f32::NEG_INFINITY, |a, b| a.max(*b)), |a, b| a.max(*b));
+    for v in row.iter_mut() {
+        *v = exp_approx(*v - max);
+    }
+    let inv = 1.0 / sum_lanes(row);
+    for v in row.iter_mut() {
+        *v *= inv;
+    }
+}
+
 multiversion!(
     /// Softmax of each row of `x` (`dim` wide) in place.
     softmax_rows(x: &mut [f32], dim: usize) {
-    for row in x.chunks_exact_mut(dim) {
-        let mut m = [f32::NEG_INFINITY; LANES];
-        let mut c = row.chunks_exact(LANES);
-        for v in &mut c {
-            for l in 0..LANES {
-                m[l] = m[l].max(v[l]);
-            }
-        }
-        let max = c.remainder().iter().fold(m.iter().fold(f32::NEG_INFINITY, |a, b| a.max(*b)), |a, b| a.max(*b));
-        for v in row.iter_mut() {
-            *v = exp_approx(*v - max);
-        }
-        let inv = 1.0 / sum_lanes(row);
-        for v in row.iter_mut() {
-            *v *= inv;
+        for row in x.chunks_exact_mut(dim) {
+            softmax_one(row);
         }
     }
-});
+);
 
 multiversion!(
     /// Each row of `x` (width `bias.len()`) gets `bias` added.
@@ -217,17 +276,9 @@ pub fn matmul_nt(x: &[f32], w: &[f32], m: usize, n: usize, k: usize, out: &mut [
         // Columns in blocks of output features; each block reads its weight rows once.
         let cols = (16 * 1024 / k.max(1)).clamp(8, 256);
         let out_ptr = SharedMut(out.as_mut_ptr());
+        // Each task owns the output columns of its block of weight rows; `out` holds m × n.
         (0..n).into_par_iter().step_by(cols).for_each(|j0| {
-            let j1 = (j0 + cols).min(n);
-            for j in j0..j1 {
-                let wr = &w[j * k..(j + 1) * k];
-                for i in 0..m {
-                    let v = dot(&x[i * k..(i + 1) * k], wr);
-                    // SAFETY: (i, j) is written by exactly one task (blocks of j are disjoint) and
-                    // lies inside `out`, whose size is asserted above.
-                    unsafe { *out_ptr.get().add(i * n + j) = v };
-                }
-            }
+            gemv_block(x, m, w, k, j0..(j0 + cols).min(n), out_ptr, n);
         });
         return;
     }
@@ -262,7 +313,7 @@ pub fn matmul_nt(x: &[f32], w: &[f32], m: usize, n: usize, k: usize, out: &mut [
 
 /// A raw pointer that rayon tasks writing disjoint parts of one buffer may share.
 #[derive(Clone, Copy)]
-struct SharedMut(*mut f32);
+pub struct SharedMut(*mut f32);
 // SAFETY: only used for writes to disjoint elements, each task owning its own range.
 unsafe impl Send for SharedMut {}
 // SAFETY: as above.
@@ -278,6 +329,35 @@ thread_local! {
     /// Per-thread attention score buffer, reused so each (sequence, head) task allocates nothing.
     static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
+
+/// Sequences up to this length attend with direct dot products instead of two GEMM calls, whose
+/// fixed cost dominates at a few tokens (a short query).
+const SMALL_SEQ: usize = 32;
+
+multiversion!(
+    /// One head of one short sequence: `out` rows (stride `out_stride`) get columns `col..col+d`.
+    attend_small(
+        q: &[f32], k: &[f32], v: &[f32], stride: usize, l: usize, col: usize, d: usize, scale: f32, causal: bool,
+        out: &mut [f32], out_stride: usize
+    ) {
+        let mut p = [0f32; SMALL_SEQ];
+        for i in 0..l {
+            let lim = if causal { i + 1 } else { l };
+            let qi = &q[i * stride + col..i * stride + col + d];
+            for (j, pj) in p.iter_mut().enumerate().take(lim) {
+                *pj = dot_lanes(qi, &k[j * stride + col..j * stride + col + d]) * scale;
+            }
+            softmax_one(&mut p[..lim]);
+            let o = &mut out[i * out_stride + col..i * out_stride + col + d];
+            o.fill(0.0);
+            for (j, pj) in p.iter().enumerate().take(lim) {
+                for (oc, vc) in o.iter_mut().zip(&v[j * stride + col..j * stride + col + d]) {
+                    *oc = pj.mul_add(*vc, *oc);
+                }
+            }
+        }
+    }
+);
 
 /// Bidirectional multi-head attention over variable-length sequences packed without padding.
 /// `q`, `k`, `v` are [T, heads * d] (row stride `stride`), `seqs` the (start, len) of each
@@ -302,6 +382,25 @@ pub fn attention_varlen(
         seqs.iter().flat_map(|&(s, l)| (0..heads).map(move |h| (s, l, h))).filter(|t| t.1 > 0).collect();
     let ctx_ptr = SharedMut(ctx.as_mut_ptr());
     tasks.into_par_iter().for_each(|(s, l, h)| {
+        if l <= SMALL_SEQ {
+            // SAFETY: this task alone writes rows s..s+l, columns h*d..h*d+d of ctx (see below).
+            let out =
+                unsafe { std::slice::from_raw_parts_mut(ctx_ptr.get().add(s * width), (l - 1) * width + h * d + d) };
+            attend_small(
+                &q[s * stride..],
+                &k[s * stride..],
+                &v[s * stride..],
+                stride,
+                l,
+                h * d,
+                d,
+                scale,
+                causal,
+                out,
+                width,
+            );
+            return;
+        }
         SCORES.with(|buf| {
             let mut buf = buf.borrow_mut();
             if buf.len() < l * l {
