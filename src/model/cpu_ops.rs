@@ -164,8 +164,12 @@ fn exp_approx(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
+    // Adding 1.5 * 2^23 rounds x·log2(e) to the nearest integer n and leaves n in the low mantissa
+    // bits, so 2^n is built with integer ops only (a float-to-int `as` cast would not vectorize).
+    const SHIFTER: f32 = 12_582_912.0;
     let x = x.clamp(-87.3, 88.3);
-    let n = (x * LOG2E).round();
+    let t = x.mul_add(LOG2E, SHIFTER);
+    let n = t - SHIFTER;
     let r = n.mul_add(-LN2_LO, n.mul_add(-LN2_HI, x));
     let p = r.mul_add(1.0 / 720.0, 1.0 / 120.0);
     let p = p.mul_add(r, 1.0 / 24.0);
@@ -173,7 +177,7 @@ fn exp_approx(x: f32) -> f32 {
     let p = p.mul_add(r, 0.5);
     let p = p.mul_add(r, 1.0);
     let p = p.mul_add(r, 1.0);
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    let scale = f32::from_bits(t.to_bits().wrapping_sub(SHIFTER.to_bits()).wrapping_add(127) << 23);
     p * scale
 }
 
