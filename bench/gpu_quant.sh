@@ -54,7 +54,7 @@ prepare() {
     --bits 3 --group-size 32 --out "$tmp/models/tiny-ce-3bit" --json
   rm "$bin"
   tar -C "$ROOT/.cache" -cJf "$tmp/qwen3-tokenizer.tar.xz" qwen3-tokenizer
-  head -n "${DOCS:-600}" "$DATA/corpus.jsonl" >"$tmp/data/corpus.jsonl"
+  head -n "${DOCS:-1000}" "$DATA/corpus.jsonl" >"$tmp/data/corpus.jsonl"
   # The device tool copies the main checkout, which may not have these scripts yet: run them from here.
   mkdir -p "$tmp/bench"
   cp "$ROOT/bench/gpu_quant.sh" "$ROOT/bench/gpu_quant_compare.py" "$ROOT/bench/make_qwen3_shapes.py" "$tmp/bench/"
@@ -141,10 +141,18 @@ run() {
     echo "converted (${SECONDS}s)"
     local args=(--device cuda --dtype bf16 --input "$CARRY/data/corpus.jsonl" --limit "${LIMIT:-300}"
       --runs "${RUNS:-2}" --batch-size "${BATCH:-32}" --latency-requests "${LATENCY:-30}" --json)
-    set -x
-    "$bin" bench --model "$sb" "${args[@]}" >"$out/bench-$shape-bf16.json"
-    "$bin" bench --model "$sq" "${args[@]}" >"$out/bench-$shape-4bit.json"
-    set +x
+    # Peak device memory of each bench process (nvidia-smi sampled every 200 ms; the card runs nothing else).
+    local kind model
+    for kind in bf16 4bit; do
+      model="$sb"
+      [[ $kind == 4bit ]] && model="$sq"
+      nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 >"$w/mem-$kind.txt" &
+      local smi=$!
+      echo "+ $bin bench --model $model ${args[*]}"
+      "$bin" bench --model "$model" "${args[@]}" >"$out/bench-$shape-$kind.json"
+      kill "$smi"
+      echo "$kind: peak GPU memory used $(sort -n "$w/mem-$kind.txt" | tail -1) MiB"
+    done
     check $cmp bench "$out/bench-$shape-bf16.json" "$out/bench-$shape-4bit.json"
   fi
   step "done: $FAILS failed checks"
