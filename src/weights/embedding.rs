@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 
+use super::cuda_quant::DeviceAffine;
 use super::qkernel::AffineWeight;
 use super::WeightStore;
 use crate::{Error, Result};
@@ -12,14 +13,33 @@ use crate::{Error, Result};
 /// An embedding table, dense or MLX-quantized; a quantized lookup dequantizes only the rows asked for.
 pub enum Embedding {
     Dense(Tensor),
-    Quantized { table: Arc<AffineWeight>, device: Device, dtype: DType },
+    Quantized {
+        table: Arc<AffineWeight>,
+        // Boxed: with the cuda feature a Device is ~70 bytes, and BERT holds three tables (clippy's
+        // large_enum_variant on model::Model).
+        device: Box<Device>,
+        dtype: DType,
+    },
+    /// packed in GPU memory; lookups expand only the rows asked for, on the device
+    DeviceQuantized {
+        table: Arc<DeviceAffine>,
+        dtype: DType,
+    },
 }
 
 impl Embedding {
     /// `name.weight` [rows, dim]; quantized when `name.scales` exists.
     pub fn load(ws: &WeightStore, name: &str, rows: usize, dim: usize) -> Result<Self> {
         if let Some(q) = ws.quantized(name, rows, dim)? {
-            return Ok(Embedding::Quantized { table: Arc::new(q), device: ws.device.clone(), dtype: ws.dtype });
+            if ws.device.is_cuda() {
+                let table = Arc::new(DeviceAffine::load(ws, name, &q)?);
+                return Ok(Embedding::DeviceQuantized { table, dtype: ws.dtype });
+            }
+            return Ok(Embedding::Quantized {
+                table: Arc::new(q),
+                device: Box::new(ws.device.clone()),
+                dtype: ws.dtype,
+            });
         }
         Ok(Embedding::Dense(ws.get(&format!("{name}.weight"), &[rows, dim])?))
     }
@@ -32,6 +52,7 @@ impl Embedding {
         match self {
             Embedding::Dense(t) => t.dims()[0],
             Embedding::Quantized { table, .. } => table.n(),
+            Embedding::DeviceQuantized { table, .. } => table.n(),
         }
     }
 
@@ -39,6 +60,7 @@ impl Embedding {
         match self {
             Embedding::Dense(t) => t.dims()[1],
             Embedding::Quantized { table, .. } => table.k(),
+            Embedding::DeviceQuantized { table, .. } => table.k(),
         }
     }
 
@@ -61,6 +83,8 @@ impl Embedding {
                 }
                 Ok(Tensor::from_vec(out, (ids.len(), k), device)?.to_dtype(*dtype)?)
             }
+            // ids were checked above, so every row is a real one.
+            Embedding::DeviceQuantized { table, dtype } => Ok(table.gather(ids, *dtype)?),
         }
     }
 
@@ -69,7 +93,9 @@ impl Embedding {
         let (b, l) = ids.dims2()?;
         let flat = match self {
             Embedding::Dense(t) => t.index_select(&ids.flatten_all()?, 0)?,
-            Embedding::Quantized { .. } => self.rows(&ids.flatten_all()?.to_vec1::<u32>()?)?,
+            Embedding::Quantized { .. } | Embedding::DeviceQuantized { .. } => {
+                self.rows(&ids.flatten_all()?.to_vec1::<u32>()?)?
+            }
         };
         Ok(flat.reshape((b, l, self.dim()))?)
     }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use candle_core::{DType, Device, Module, Tensor};
 
+use super::cuda_quant::DeviceAffine;
 use super::qkernel::AffineWeight;
 
 #[derive(Debug, Clone)]
@@ -13,6 +14,8 @@ pub enum Linear {
     Dense { weight: Tensor, bias: Option<Tensor> },
     /// packed weight [out, in] (CPU memory), optional bias [out] (compute device and dtype)
     Quantized { weight: Arc<AffineWeight>, bias: Option<Tensor> },
+    /// packed weight [out, in] in GPU memory, expanded per call by a device kernel; bias as above
+    DeviceQuantized { weight: Arc<DeviceAffine>, bias: Option<Tensor> },
 }
 
 impl Linear {
@@ -24,15 +27,20 @@ impl Linear {
         Linear::Quantized { weight: Arc::new(weight), bias }
     }
 
+    pub fn device_quantized(weight: DeviceAffine, bias: Option<Tensor>) -> Self {
+        Linear::DeviceQuantized { weight: Arc::new(weight), bias }
+    }
+
     pub fn out_dim(&self) -> usize {
         match self {
             Linear::Dense { weight, .. } => weight.dims()[0],
             Linear::Quantized { weight, .. } => weight.n(),
+            Linear::DeviceQuantized { weight, .. } => weight.n(),
         }
     }
 
     pub fn is_quantized(&self) -> bool {
-        matches!(self, Linear::Quantized { .. })
+        matches!(self, Linear::Quantized { .. } | Linear::DeviceQuantized { .. })
     }
 }
 
@@ -45,6 +53,9 @@ impl Module for Linear {
         let (y, bias, n) = match self {
             Linear::Dense { weight, bias } => (x.reshape((rows, k))?.matmul(&weight.t()?)?, bias, weight.dims()[0]),
             Linear::Quantized { weight, bias } => (quantized_matmul(weight, x, rows, k)?, bias, weight.n()),
+            Linear::DeviceQuantized { weight, bias } => {
+                (device_quantized_matmul(weight, x, rows, k)?, bias, weight.n())
+            }
         };
         let y = match bias {
             Some(b) => y.broadcast_add(b)?,
@@ -77,5 +88,15 @@ fn quantized_matmul(w: &AffineWeight, x: &Tensor, rows: usize, k: usize) -> cand
     let mut dense = vec![0f32; w.n() * k];
     w.dequantize_rows(0..w.n(), &mut dense);
     let wt = Tensor::from_vec(dense, (w.n(), k), device)?.to_dtype(dtype)?;
+    x.reshape((rows, k))?.matmul(&wt.t()?)
+}
+
+/// x [.., k] as [rows, k] times Wᵀ on the weight's device: the layer is expanded into a scratch
+/// matrix in x's dtype (freed after the call), then multiplied by the device's GEMM.
+fn device_quantized_matmul(w: &DeviceAffine, x: &Tensor, rows: usize, k: usize) -> candle_core::Result<Tensor> {
+    if k != w.k() {
+        return Err(candle_core::Error::Msg(format!("quantized linear expects inputs of width {}, got {k}", w.k())));
+    }
+    let wt = w.dequantize(x.dtype())?;
     x.reshape((rows, k))?.matmul(&wt.t()?)
 }

@@ -2,6 +2,7 @@
 //! accepts either naming style (`bert.`/`model.`/`roberta.` prefixed or flat), and the layer types
 //! whose storage the model code does not need to know.
 
+pub mod cuda_quant;
 pub mod embedding;
 pub mod linear;
 pub mod qkernel;
@@ -112,10 +113,19 @@ impl WeightStore {
     pub fn linear(&self, prefix: &str, in_dim: usize, out_dim: usize, bias: bool) -> Result<Linear> {
         let b = if bias { Some(self.get(&format!("{prefix}.bias"), &[out_dim])?) } else { None };
         if let Some(q) = self.quantized(prefix, out_dim, in_dim)? {
+            if self.device.is_cuda() {
+                // Packed on the GPU, expanded there per call (cuda_quant); the CPU copy is dropped.
+                return Ok(Linear::device_quantized(cuda_quant::DeviceAffine::load(self, prefix, &q)?, b));
+            }
             return Ok(Linear::quantized(q, b));
         }
         let w = self.get(&format!("{prefix}.weight"), &[out_dim, in_dim])?;
         Ok(Linear::dense(w, b))
+    }
+
+    /// Where tensor `name` (canonical or real) is in its file.
+    pub(crate) fn raw_entry(&self, name: &str) -> Option<&RawEntry> {
+        self.names.get(name).and_then(|real| self.raw.get(real))
     }
 
     /// The affine-quantized weight [rows, cols] of layer `prefix`, or None when it is not quantized.

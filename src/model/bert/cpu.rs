@@ -37,6 +37,10 @@ fn linear(lin: &Linear, x: &[f32], m: usize, out: &mut [f32], residual: Option<&
             weight.matmul(&x[..m * weight.k()], m, out);
             bias
         }
+        // Only loaded for CUDA devices, which never take this path.
+        Linear::DeviceQuantized { .. } => {
+            return Err(candle_core::Error::Msg("CPU fast path got a GPU-resident quantized layer".into()).into())
+        }
     };
     if let Some(b) = bias {
         with_f32(b, |b| ops::add_row_bias(out, b))?;
