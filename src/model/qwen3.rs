@@ -140,7 +140,8 @@ impl Qwen3 {
             .ok_or_else(|| Error::InvalidInput("this Qwen3 model has no reranker head".into()))?;
         let h = self.forward(batch)?;
         let last = last_token(&h, &batch.lengths, batch.left_padded)?;
-        let logits = last.matmul(&rows.t()?)?.to_dtype(candle_core::DType::F32)?;
+        // `last` is a strided gather of rows; CUDA matmul needs it contiguous.
+        let logits = last.contiguous()?.matmul(&rows.t()?)?.to_dtype(candle_core::DType::F32)?;
         Ok(match head {
             Head::Qwen3YesNo { .. } => (logits.narrow(1, 0, 1)? - logits.narrow(1, 1, 1)?)?.squeeze(1)?,
             _ => logits.squeeze(1)?,
