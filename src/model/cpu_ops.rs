@@ -65,7 +65,6 @@ fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
     s.iter().sum::<f32>() + tail
 }
 
-
 /// Four dot products against one weight row `w`, sharing its loads (a small register block: the
 /// weight row is read once per four activation rows).
 #[inline(always)]
@@ -94,7 +93,8 @@ fn dot4_lanes(x: [&[f32]; 4], w: &[f32]) -> [f32; 4] {
 
 multiversion!(
     /// `out[i * out_stride + j] = x_i · w_j` for the `m` rows of `x` and the weight rows `rows`.
-    gemv_block(x: &[f32], m: usize, w: &[f32], k: usize, rows: std::ops::Range<usize>, out: SharedMut, out_stride: usize) {
+    gemv_block(x: &[f32], m: usize, w: &[f32], k: usize, rows: std::ops::Range<usize>, out: SharedMut, out_stride: usize,
+        accumulate: bool) {
         let out = out.get();
         for j in rows {
             let wr = &w[j * k..(j + 1) * k];
@@ -107,13 +107,20 @@ multiversion!(
                 for (u, v) in r.iter().enumerate() {
                     // SAFETY: the caller guarantees `out` holds m rows of `out_stride` and that no
                     // other thread writes column j.
-                    unsafe { *out.add((i + u) * out_stride + j) = *v };
+                    unsafe {
+                        let o = out.add((i + u) * out_stride + j);
+                        *o = if accumulate { *o + *v } else { *v };
+                    }
                 }
                 i += 4;
             }
             while i < m {
+                let v = dot_lanes(&x[i * k..(i + 1) * k], wr);
                 // SAFETY: as above.
-                unsafe { *out.add(i * out_stride + j) = dot_lanes(&x[i * k..(i + 1) * k], wr) };
+                unsafe {
+                    let o = out.add(i * out_stride + j);
+                    *o = if accumulate { *o + v } else { v };
+                }
                 i += 1;
             }
         }
@@ -250,14 +257,37 @@ multiversion!(
 );
 
 multiversion!(
-    /// Each row of `x` (width `bias.len()`) gets `bias` added.
-    add_row_bias(x: &mut [f32], bias: &[f32]) {
-    for row in x.chunks_exact_mut(bias.len()) {
-        for (v, b) in row.iter_mut().zip(bias) {
-            *v += *b;
+    /// Fill each row of `out` (width `bias.len()`) with `bias`, plus the same row of `residual`.
+    fill_rows(out: &mut [f32], bias: Option<&[f32]>, residual: Option<&[f32]>) {
+        match (bias, residual) {
+            (Some(b), Some(r)) => {
+                for (row, rr) in out.chunks_exact_mut(b.len()).zip(r.chunks_exact(b.len())) {
+                    for ((v, x), y) in row.iter_mut().zip(b).zip(rr) {
+                        *v = *x + *y;
+                    }
+                }
+            }
+            (Some(b), None) => {
+                for row in out.chunks_exact_mut(b.len()) {
+                    row.copy_from_slice(b);
+                }
+            }
+            (None, Some(r)) => out.copy_from_slice(&r[..out.len()]),
+            (None, None) => out.fill(0.0),
         }
     }
-});
+);
+
+multiversion!(
+    /// Each row of `x` (width `bias.len()`) gets `bias` added.
+    add_rows(x: &mut [f32], bias: &[f32]) {
+        for row in x.chunks_exact_mut(bias.len()) {
+            for (v, b) in row.iter_mut().zip(bias) {
+                *v += *b;
+            }
+        }
+    }
+);
 
 multiversion!(add_assign(x: &mut [f32], y: &[f32]) {
     for (v, w) in x.iter_mut().zip(y) {
@@ -270,8 +300,9 @@ multiversion!(add_assign(x: &mut [f32], y: &[f32]) {
 /// arithmetic (measured: a 12-token MiniLM query spent half its time in gemm's packing).
 pub const GEMV_MAX_ROWS: usize = 16;
 
-/// `out[m, n] = x[m, k] · w[n, k]ᵀ` (row-major, `out` overwritten), on the rayon pool.
-pub fn matmul_nt(x: &[f32], w: &[f32], m: usize, n: usize, k: usize, out: &mut [f32]) {
+/// `out[m, n] = x[m, k] · w[n, k]ᵀ` (row-major), plus `out`'s previous values when `accumulate`
+/// (so a bias and a residual can be put there first and cost no extra pass), on the rayon pool.
+pub fn matmul_nt(x: &[f32], w: &[f32], m: usize, n: usize, k: usize, out: &mut [f32], accumulate: bool) {
     assert!(x.len() >= m * k && w.len() >= n * k && out.len() >= m * n, "matmul_nt: buffer sizes");
     if m == 0 || n == 0 {
         return;
@@ -282,7 +313,7 @@ pub fn matmul_nt(x: &[f32], w: &[f32], m: usize, n: usize, k: usize, out: &mut [
         let out_ptr = SharedMut(out.as_mut_ptr());
         // Each task owns the output columns of its block of weight rows; `out` holds m × n.
         (0..n).into_par_iter().step_by(cols).for_each(|j0| {
-            gemv_block(x, m, w, k, j0..(j0 + cols).min(n), out_ptr, n);
+            gemv_block(x, m, w, k, j0..(j0 + cols).min(n), out_ptr, n, accumulate);
         });
         return;
     }
@@ -298,14 +329,14 @@ pub fn matmul_nt(x: &[f32], w: &[f32], m: usize, n: usize, k: usize, out: &mut [
             out.as_mut_ptr(),
             1,
             n as isize,
-            false,
+            accumulate,
             x.as_ptr(),
             1,
             k as isize,
             w.as_ptr(),
             k as isize,
             1,
-            0.0f32,
+            if accumulate { 1.0f32 } else { 0.0f32 },
             1.0f32,
             false,
             false,
@@ -537,11 +568,19 @@ mod tests {
         for &(m, n, k) in &[(1, 1, 1), (1, 7, 33), (5, 384, 384), (16, 17, 100), (17, 33, 65), (70, 40, 384)] {
             let x = seq(m * k, 1);
             let w = seq(n * k, 2);
-            let mut out = vec![f32::NAN; m * n];
-            matmul_nt(&x, &w, m, n, k, &mut out);
             let r = naive_nt(&x, &w, m, n, k);
+            let mut out = vec![f32::NAN; m * n];
+            matmul_nt(&x, &w, m, n, k, &mut out, false);
             for (a, b) in out.iter().zip(&r) {
                 assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "m={m} n={n} k={k}: {a} vs {b}");
+            }
+            let bias = seq(n, 3);
+            let mut acc = vec![0f32; m * n];
+            fill_rows(&mut acc, Some(&bias), Some(&r));
+            matmul_nt(&x, &w, m, n, k, &mut acc, true);
+            for (i, a) in acc.iter().enumerate() {
+                let want = 2.0 * r[i] + bias[i % n];
+                assert!((a - want).abs() <= 2e-4 * (1.0 + want.abs()), "accumulate m={m} n={n} k={k}");
             }
         }
     }
