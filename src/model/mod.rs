@@ -3,6 +3,7 @@
 
 pub mod bert;
 mod cpu_ops;
+pub mod cuda_ops;
 pub mod layers;
 pub mod profile;
 pub mod qwen3;
