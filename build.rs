@@ -1,5 +1,6 @@
-//! With the `cuda` feature: compile kernels/quant.cu to PTX with nvcc (embedded by
-//! src/weights/cuda_quant.rs). Without it: nothing, so CPU builds and CI need no CUDA toolkit.
+//! With the `cuda` feature: compile every kernels/NAME.cu to $OUT_DIR/NAME.ptx with nvcc; the code that
+//! launches them embeds the PTX (`include_str!`), and the driver JIT-compiles it for the GPU at first use.
+//! Without it: nothing, so CPU builds and CI need no CUDA toolkit.
 //!
 //! nvcc at build time rather than NVRTC at run time: the CUDA build already needs nvcc (candle-kernels
 //! compiles its kernels the same way), while NVRTC would add libnvrtc to what the binary needs on the
@@ -10,7 +11,7 @@ use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
-    println!("cargo:rerun-if-changed=kernels/quant.cu");
+    println!("cargo:rerun-if-changed=kernels");
     for v in ["NVCC", "CUDA_ROOT", "CUDA_HOME", "CUDA_PATH", "CUDA_COMPUTE_CAP"] {
         println!("cargo:rerun-if-env-changed={v}");
     }
@@ -22,18 +23,31 @@ fn main() {
     // (sm_80, Ampere) is the oldest with native bf16; scripts/build-cuda.sh sets 90 (H100/H200).
     let cap = std::env::var("CUDA_COMPUTE_CAP").unwrap_or_else(|_| "80".into());
     let cap: String = cap.chars().filter(char::is_ascii_digit).collect();
-    let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("quant.ptx");
-    let status = Command::new(&nvcc)
-        .args(["--ptx", "-O3", &format!("-arch=compute_{cap}"), "kernels/quant.cu", "-o"])
-        .arg(&out)
-        .status();
-    match status {
-        Ok(s) if s.success() => {}
-        Ok(s) => panic!("{} failed ({s}) compiling kernels/quant.cu", nvcc.display()),
-        Err(e) => panic!(
-            "cannot run {} ({e}): the cuda feature needs nvcc; set NVCC or CUDA_ROOT (scripts/build-cuda.sh does)",
-            nvcc.display()
-        ),
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let mut sources: Vec<PathBuf> = std::fs::read_dir("kernels")
+        .expect("kernels/ holds the CUDA sources")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "cu"))
+        .collect();
+    sources.sort();
+    for src in sources {
+        println!("cargo:rerun-if-changed={}", src.display());
+        let stem = src.file_stem().expect("a .cu file has a stem").to_string_lossy().into_owned();
+        let out = out_dir.join(format!("{stem}.ptx"));
+        let status = Command::new(&nvcc)
+            .args(["--ptx", "-O3", "-std=c++17", &format!("-arch=compute_{cap}")])
+            .arg(&src)
+            .arg("-o")
+            .arg(&out)
+            .status();
+        match status {
+            Ok(s) if s.success() => {}
+            Ok(s) => panic!("{} failed ({s}) compiling {}", nvcc.display(), src.display()),
+            Err(e) => panic!(
+                "cannot run {} ({e}): the cuda feature needs nvcc; set NVCC or CUDA_ROOT (scripts/build-cuda.sh does)",
+                nvcc.display()
+            ),
+        }
     }
 }
 

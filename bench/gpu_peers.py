@@ -58,6 +58,8 @@ def main():
     ap.add_argument("--latency-requests", type=int, default=100)
     ap.add_argument("--embedrank", required=True)
     ap.add_argument("--embedrank-args", default="", help="extra arguments for embedrank bench")
+    ap.add_argument("--baseline", metavar="BIN",
+                    help="another embedrank binary (e.g. the main branch's) benched the same way, as a row")
     ap.add_argument("--skip", action="append", default=[], choices=["embedrank", "st", "check"])
     ap.add_argument("--json", metavar="FILE")
     a = ap.parse_args()
@@ -98,6 +100,10 @@ def main():
                 "--latency-requests", str(a.latency_requests), *a.embedrank_args.split()]
         r = common.run_embedrank(a.embedrank, args)
         rows.append(r)
+        if a.baseline:
+            r = common.run_embedrank(a.baseline, args)
+            r["name"] = "embedrank baseline"
+            rows.append(r)
 
     if "st" not in a.skip:
         # A whole pass to warm up: the first pass over new shapes is up to 2x slower (kernel selection),

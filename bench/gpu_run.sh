@@ -8,15 +8,20 @@
 # `bench/make_qwen3_shapes.py --fetch-tokenizer` to have fetched the tokenizer. The random-weight
 # checkpoints are generated on the GPU machine itself (seeded; too big to carry). SHAPES="0.6B 4B" picks
 # the shapes (default 0.6B); LIMIT, RUNS, BATCH, LATENCY set the workload. Results: $OUT (or /tmp/gpu-out).
+#
+# Before/after in one run: `BASELINE_XZ=old/embedrank-cuda.xz bench/gpu_run.sh prepare` also packs an older
+# build (say, the main branch's) as embedrank-base.xz, and `run` then benches it too, as the row
+# "embedrank baseline" (BASELINE_XZ= at run time skips it). CARRY names another carry folder.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-CARRY="$ROOT/.cache/gpu-carry"
+CARRY="${CARRY:-$ROOT/.cache/gpu-carry}"
 DATA="${DATA:-$ROOT/../shared/data/scifact}"
 
 prepare() {
   rm -rf "$CARRY.partial"
   mkdir -p "$CARRY.partial/tokenizer" "$CARRY.partial/data"
   cp "$ROOT/target-cuda/dist/embedrank-cuda.xz" "$CARRY.partial/"
+  if [[ -n "${BASELINE_XZ:-}" ]]; then cp "$BASELINE_XZ" "$CARRY.partial/embedrank-base.xz"; fi
   cp "$ROOT/.cache/qwen3-tokenizer/"{tokenizer.json,tokenizer_config.json,LICENSE,SOURCE} "$CARRY.partial/tokenizer/"
   # The first 2000 documents are more than any run uses; the queries file is small.
   head -n 2000 "$DATA/corpus.jsonl" >"$CARRY.partial/data/corpus.jsonl"
@@ -31,6 +36,12 @@ run() {
   mkdir -p "$out"
   xz -dc "$CARRY/embedrank-cuda.xz" >"$bin"
   chmod +x "$bin"
+  local base=() base_xz="${BASELINE_XZ-$CARRY/embedrank-base.xz}"
+  if [[ -n "$base_xz" && -f "$base_xz" ]]; then
+    xz -dc "$base_xz" >/tmp/embedrank-base
+    chmod +x /tmp/embedrank-base
+    base=(--baseline /tmp/embedrank-base)
+  fi
   # libcudart/libcublas/libcurand from PyTorch's CUDA 13 wheels; libcuda.so.1 comes from the driver.
   local cu13
   cu13="$(python3 -c 'import nvidia, os; print(os.path.join(list(nvidia.__path__)[0], "cu13", "lib"))')"
@@ -40,8 +51,12 @@ run() {
   for shape in ${SHAPES:-0.6B}; do
     local dir="/tmp/shapes/Qwen3-Embedding-$shape-random"
     local t0=$SECONDS
-    python3 "$ROOT/bench/make_qwen3_shapes.py" --shape "$shape" --out "$dir" --tokenizer-dir "$CARRY/tokenizer"
-    echo "checkpoint $shape made in $((SECONDS - t0)) s"
+    # Seeded: a checkpoint made earlier on this machine is the same bytes (.complete marks a whole one).
+    if [[ ! -f "$dir/.complete" ]]; then
+      python3 "$ROOT/bench/make_qwen3_shapes.py" --shape "$shape" --out "$dir" --tokenizer-dir "$CARRY/tokenizer"
+      touch "$dir/.complete"
+    fi
+    echo "checkpoint $shape ready in $((SECONDS - t0)) s"
     local skip=()
     # If the CUDA binary cannot embed at all, still measure the peer, and show why.
     if ! "$bin" embed --model "$dir" --device cuda --dtype bf16 "smoke test" >/dev/null 2>"$out/smoke-$shape.err"; then
@@ -50,7 +65,8 @@ run() {
     fi
     PYTHONUNBUFFERED=1 python3 "$ROOT/bench/gpu_peers.py" --model-dir "$dir" --input "$CARRY/data/corpus.jsonl" \
       --embedrank "$bin" --limit "${LIMIT:-1000}" --runs "${RUNS:-3}" --batch-size "${BATCH:-32}" \
-      --latency-requests "${LATENCY:-100}" "${skip[@]}" --json "$out/gpu-$shape.json" 2>&1 | tee "$out/gpu-$shape.log"
+      --latency-requests "${LATENCY:-100}" "${skip[@]}" "${base[@]}" --json "$out/gpu-$shape.json" 2>&1 |
+      tee "$out/gpu-$shape.log"
   done
 }
 

@@ -17,7 +17,7 @@ pub use device::DeviceChoice;
 pub use rerank::{RerankOptions, RerankResult};
 pub use tokenize::Tokens;
 
-use crate::model::{Batch, Model};
+use crate::model::{profile, Batch, Model};
 use crate::spec::{Head, ModelSpec, Pooling, Task};
 use crate::weights::WeightStore;
 use crate::{Error, Result};
@@ -125,7 +125,11 @@ impl Engine {
     }
 
     pub fn embed(&self, texts: &[String], opts: &EmbedOptions) -> Result<Embeddings> {
+        let t0 = Instant::now();
         let toks = self.tokenize_texts(texts, opts)?;
+        if profile::enabled() {
+            profile::add("tokenize", t0.elapsed());
+        }
         self.embed_tokens(&toks, opts)
     }
 
@@ -145,7 +149,9 @@ impl Engine {
         let mut out = vec![Vec::new(); toks.len()];
         let plan = batch::plan(toks, opts.batch_size, self.max_batch_tokens);
         for group in plan {
+            let mut prof = profile::start(&self.device)?;
             let b = batch::build(toks, &group, &self.spec, &self.device, self.dtype)?;
+            profile::mark(&mut prof, "batch build + upload")?;
             let pooled = self.pool_batch(&b, pooling, prompt_len)?;
             for (row, &idx) in pooled.into_iter().zip(&group) {
                 out[idx] = pool::finish(row, opts.dimensions, normalize);
@@ -162,7 +168,10 @@ impl Engine {
     /// Pooled vectors (before normalization and Matryoshka truncation) of one padded batch.
     pub fn pool_batch(&self, b: &Batch, pooling: Pooling, prompt_len: usize) -> Result<Vec<Vec<f32>>> {
         let h = self.model.hidden_states(b)?;
-        pool::pool(&h, b, pooling, prompt_len)
+        let mut prof = profile::start(&self.device)?;
+        let out = pool::pool(&h, b, pooling, prompt_len)?;
+        profile::mark(&mut prof, "pool + download")?;
+        Ok(out)
     }
 
     /// Raw reranker scores of one padded batch, one per row (multi-label heads: the first label,
@@ -171,5 +180,13 @@ impl Engine {
         let s = self.model.scores(b, &self.spec.head)?;
         let s = if s.rank() == 2 { s.narrow(1, 0, 1)?.squeeze(1)? } else { s };
         Ok(s.to_dtype(DType::F32)?.to_vec1()?)
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if profile::enabled() {
+            eprint!("{}", profile::take_report());
+        }
     }
 }

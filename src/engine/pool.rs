@@ -10,16 +10,17 @@ use crate::Result;
 /// Pool hidden states [b, l, h] to one f32 vector per row. `prompt_len` leading real tokens are
 /// left out of mean/max pooling (sentence-transformers `include_prompt: false`).
 pub fn pool(h: &Tensor, batch: &Batch, pooling: Pooling, prompt_len: usize) -> Result<Vec<Vec<f32>>> {
-    let h = h.to_dtype(DType::F32)?;
     let (b, l, _) = h.dims3()?;
     let first_real = |i: usize| if batch.left_padded { l - batch.lengths[i] } else { 0 };
     let pooled = match pooling {
+        // One row per input: pick the rows first, then convert only them (the conversion is exact).
         Pooling::Cls => {
             let rows = (0..b).map(|i| h.get(i)?.get(first_real(i))).collect::<candle_core::Result<Vec<_>>>()?;
-            Tensor::stack(&rows, 0)?
+            Tensor::stack(&rows, 0)?.to_dtype(DType::F32)?
         }
-        Pooling::LastToken => last_token(&h, &batch.lengths, batch.left_padded)?,
+        Pooling::LastToken => last_token(h, &batch.lengths, batch.left_padded)?.to_dtype(DType::F32)?,
         Pooling::Mean | Pooling::Max | Pooling::MeanSqrtLen => {
+            let h = h.to_dtype(DType::F32)?;
             let mut mask = batch.mask.to_dtype(DType::F32)?;
             if prompt_len > 0 {
                 let mut m: Vec<Vec<f32>> = mask.to_vec2()?;

@@ -3,7 +3,9 @@
 
 pub mod bert;
 mod cpu_ops;
+pub mod cuda_ops;
 pub mod layers;
+pub mod profile;
 pub mod qwen3;
 
 use candle_core::Tensor;
