@@ -4,6 +4,7 @@
 //! ```text
 //! cargo run --release --example qkernel_bench -- [--mode layers|stack|sweep|all] [--model minilm|qwen3|all]
 //!     [--m 1,8,32,256] [--paths avx512,avx2,scalar] [--group 64] [--min-time 0.3] [--clock wall|cpu]
+//!     [--strategy auto|gemv|fused|tiled]
 //! ```
 //! `--clock cpu` times by process CPU time instead of wall time: on a shared machine other processes
 //! do not inflate it (with `RAYON_NUM_THREADS=1` it is one core's work; with more threads it also
@@ -27,6 +28,7 @@ struct Args {
     paths: Vec<KernelPath>,
     group: usize,
     min_time: f64,
+    strategy: Strategy,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -37,6 +39,7 @@ fn parse_args() -> anyhow::Result<Args> {
         paths: vec![selected_path()],
         group: 64,
         min_time: 0.3,
+        strategy: Strategy::Auto,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -56,6 +59,15 @@ fn parse_args() -> anyhow::Result<Args> {
             }
             "--group" => a.group = val()?.parse()?,
             "--min-time" => a.min_time = val()?.parse()?,
+            "--strategy" => {
+                a.strategy = match val()?.as_str() {
+                    "auto" => Strategy::Auto,
+                    "gemv" => Strategy::Gemv,
+                    "fused" => Strategy::Fused,
+                    "tiled" => Strategy::Tiled,
+                    other => anyhow::bail!("--strategy wants auto, gemv, fused or tiled, not `{other}`"),
+                }
+            }
             "--clock" => match val()?.as_str() {
                 "cpu" => USE_CPU_CLOCK.store(true, std::sync::atomic::Ordering::Relaxed),
                 "wall" => {}
@@ -207,7 +219,8 @@ fn layers(a: &Args) -> anyhow::Result<()> {
                 let mut out = vec![0f32; m * n];
                 for &p in &a.paths {
                     for q in [&q8, &q4] {
-                        let t = best_time(a.min_time, || q.matmul_with(p, &xf, m, &mut out).expect("path"));
+                        let t =
+                            best_time(a.min_time, || q.matmul_strategy(p, a.strategy, &xf, m, &mut out).expect("path"));
                         row += &format!(" {:.1} ({:.2}×) |", flops / t / 1e9, tf / t);
                     }
                 }
@@ -277,7 +290,7 @@ fn stack_bench(a: &Args) -> anyhow::Result<()> {
                 for q in [&q8, &q4] {
                     let t = best_time(a.min_time, || {
                         for (x, w) in xs.iter().zip(q.iter()) {
-                            w.matmul_with(p, x, m, &mut out[..m * w.n()]).expect("path");
+                            w.matmul_strategy(p, a.strategy, x, m, &mut out[..m * w.n()]).expect("path");
                         }
                     });
                     row += &format!(" {:.1} ({:.2}×) |", m as f64 / t, tf / t);

@@ -1,8 +1,11 @@
-//! The matmul strategies shared by the SIMD paths; each path only supplies a dequantizer and a
-//! register-blocked dot-product kernel (`dot4`: up to 4 activation rows × 4 weight rows).
+//! The matmul strategies shared by the SIMD paths; each path supplies a dequantizer and a
+//! register-blocked dot-product kernel (`dot4`: up to 4 activation rows × 4 weight rows), and
+//! AVX-512 also a kernel that dequantizes in registers (`gemv4`).
 //!
-//! - `fused`, for up to `FUSED_MAX_M` activation rows (single queries, short batches: the
-//!   memory-bound case): each parallel task owns a panel of weight rows; per k-chunk it dequantizes
+//! - `gemv`, for one or two activation rows (`GEMV_MAX_M`) where the path has `gemv4`: the codes go
+//!   from memory straight into the FMAs, four weight rows at a time.
+//! - `fused`, for few activation rows (single queries, short batches: the memory-bound case; see
+//!   `FUSED_MAX_M`): each parallel task owns a panel of weight rows; per k-chunk it dequantizes
 //!   the panel once into an L2-resident buffer and multiplies it with every activation row, four at
 //!   a time, the four rows' chunk staying in L1 (sixteen accumulators: eight loads per sixteen
 //!   FMAs). Weights are read from memory once per call, as packed codes.
@@ -22,10 +25,20 @@ use super::{scalar, AffineWeight, KernelPath};
 
 pub(crate) type DequantFn = fn(&AffineWeight, usize, Range<usize>, &mut [f32]);
 pub(crate) type Dot4Fn = fn(&[&[f32]], [&[f32]; 4], &mut [[f32; 4]; 4]);
+pub(crate) type Gemv4Fn = fn(&AffineWeight, usize, usize, &[&[f32]], &mut [[f32; 4]; 4]) -> bool;
 
-/// Up to this many activation rows the fused path is used, the tiled one beyond (chosen by
-/// measurement with `examples/qkernel_bench.rs --mode sweep`).
-pub(crate) const FUSED_MAX_M: usize = 64;
+/// The fused path is used up to `FUSED_MAX_M` activation rows, or up to `FUSED_MAX_M_LARGE` for
+/// weights of at least `LARGE_WEIGHT` elements, the tiled one beyond. Measured with
+/// `examples/qkernel_bench.rs --mode stack --strategy fused|tiled` on one AVX-512 core: the fused
+/// path wins up to about 32 rows on MiniLM's small layers (which f32 GEMM reads from cache) and up to
+/// about 80 on Qwen3-0.6B's (which it streams from memory).
+pub(crate) const FUSED_MAX_M: usize = 32;
+/// Up to this many activation rows, a path with a register-dequantizing kernel (`Ops::gemv4`)
+/// uses it: with so few rows the panel buffer of `fused` costs more than the FMAs (measured with
+/// `--mode stack --strategy gemv|fused`: gemv is 1.5× faster at m = 2, fused 1.2× at m = 3).
+pub(crate) const GEMV_MAX_M: usize = 2;
+pub(crate) const FUSED_MAX_M_LARGE: usize = 80;
+const LARGE_WEIGHT: usize = 1 << 20;
 /// Inputs per k-chunk of the fused path: four activation rows of it (16 KiB) stay in L1 and a
 /// panel of `PANEL_ROWS` weight rows (128 KiB) in L2.
 const KC: usize = 1024;
@@ -35,11 +48,13 @@ const PANEL_ROWS: usize = 32;
 /// own blocking intact (every tile re-packs the activations); small enough not to matter next to
 /// a model's activations.
 const TILE_FLOATS: usize = 4 << 20;
-
 #[derive(Clone, Copy)]
 pub(crate) struct Ops {
     pub dequant: DequantFn,
     pub dot4: Dot4Fn,
+    /// Whole-row dots of one or two activation rows with four weight rows dequantized in
+    /// registers (`gemv` strategy); None where the path has no such kernel.
+    pub gemv4: Option<Gemv4Fn>,
 }
 
 impl Ops {
@@ -51,9 +66,15 @@ impl Ops {
         match path {
             KernelPath::Scalar => None,
             #[cfg(target_arch = "x86_64")]
-            KernelPath::Avx512 => Some(Ops { dequant: super::avx512::dequantize_groups, dot4: super::avx512::dot4 }),
+            KernelPath::Avx512 => Some(Ops {
+                dequant: super::avx512::dequantize_groups,
+                dot4: super::avx512::dot4,
+                gemv4: Some(super::avx512::gemv4),
+            }),
             #[cfg(target_arch = "x86_64")]
-            KernelPath::Avx2 => Some(Ops { dequant: super::avx2::dequantize_groups, dot4: super::avx2::dot4 }),
+            KernelPath::Avx2 => {
+                Some(Ops { dequant: super::avx2::dequantize_groups, dot4: super::avx2::dot4, gemv4: None })
+            }
             KernelPath::Neon => Some(Ops::portable()),
             #[allow(unreachable_patterns)]
             _ => None,
@@ -62,7 +83,7 @@ impl Ops {
 
     /// The portable kernels behind the Neon path (usable on any CPU, for tests).
     pub(crate) fn portable() -> Ops {
-        Ops { dequant: super::neon::dequantize_groups, dot4: super::neon::dot4 }
+        Ops { dequant: super::neon::dequantize_groups, dot4: super::neon::dot4, gemv4: None }
     }
 
     fn dequant_row(&self, w: &AffineWeight, r: usize, out: &mut [f32]) {
@@ -72,7 +93,10 @@ impl Ops {
 
 /// `out[m, n] = x[m, k] · Wᵀ (+ bias)` by the strategy that suits m.
 pub(crate) fn matmul(w: &AffineWeight, ops: Ops, x: &[f32], m: usize, out: &mut [f32], bias: Option<&[f32]>) {
-    if m <= FUSED_MAX_M {
+    if m <= GEMV_MAX_M && gemv(w, ops, x, m, out, bias) {
+        return;
+    }
+    if m <= FUSED_MAX_M || (m <= FUSED_MAX_M_LARGE && w.n() * w.k() >= LARGE_WEIGHT) {
         fused(w, ops, x, m, out, bias)
     } else {
         tiled(w, ops, x, m, out, bias)
@@ -127,6 +151,45 @@ fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
         // section) picked up another call's task.
         Err(_) => f(&mut vec![0.0; len]),
     })
+}
+
+/// The register-dequantizing strategy: per four weight rows, whole-row dots with the activation
+/// rows two at a time (the rows' codes stay in L1 between the pairs). False, computing nothing,
+/// when the path has no such kernel or the bit width is not 4 or 8.
+pub(crate) fn gemv(w: &AffineWeight, ops: Ops, x: &[f32], m: usize, out: &mut [f32], bias: Option<&[f32]>) -> bool {
+    let Some(kernel) = ops.gemv4 else { return false };
+    let (n, k) = (w.n(), w.k());
+    if !matches!(w.bits(), 4 | 8) {
+        return false;
+    }
+    if m == 0 || n == 0 {
+        return true;
+    }
+    let rows = panel_rows(n);
+    let shared = SharedOut::new(out);
+    let tasks: Vec<usize> = (0..n).step_by(rows).collect();
+    tasks.into_par_iter().for_each(|r0| {
+        let r1 = (r0 + rows).min(n);
+        for rb in (r0..r1).step_by(4) {
+            let nr = (r1 - rb).min(4);
+            for i0 in (0..m).step_by(2) {
+                let mr = (m - i0).min(2);
+                let xrow = |i: usize| &x[i * k..(i + 1) * k];
+                let xs = [xrow(i0), xrow(i0 + mr - 1)];
+                let mut acc = [[0f32; 4]; 4];
+                let done = kernel(w, rb, nr, &xs[..mr], &mut acc);
+                debug_assert!(done, "gemv4 refused bits {}", w.bits());
+                for (t, a) in acc.iter().enumerate().take(mr) {
+                    for (j, &v) in a.iter().enumerate().take(nr) {
+                        let c = rb + j;
+                        // SAFETY: this task is the only one writing columns r0..r1.
+                        unsafe { shared.write((i0 + t) * n + c, v + bias.map_or(0.0, |b| b[c])) };
+                    }
+                }
+            }
+        }
+    });
+    true
 }
 
 /// Weight rows per fused task: `PANEL_ROWS`, halved (down to 4) until every thread gets several.
@@ -318,6 +381,7 @@ fn sgemm_nt(
 pub(crate) fn scalar_ops() -> Ops {
     Ops {
         dequant: scalar::dequantize_groups,
+        gemv4: None,
         dot4: |x, w, acc| {
             for (r, xr) in x.iter().enumerate() {
                 for (c, wc) in w.iter().enumerate() {

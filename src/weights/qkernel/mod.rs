@@ -220,6 +220,11 @@ impl AffineWeight {
         self.check_sizes(x, m, out, None);
         match strategy {
             Strategy::Auto => driver::matmul(self, ops, x, m, out, None),
+            Strategy::Gemv => {
+                if !driver::gemv(self, ops, x, m, out, None) {
+                    driver::fused(self, ops, x, m, out, None)
+                }
+            }
             Strategy::Fused => driver::fused(self, ops, x, m, out, None),
             Strategy::Tiled => driver::tiled(self, ops, x, m, out, None),
         }
@@ -390,12 +395,15 @@ pub fn quantize(w: &[f32], n: usize, k: usize, bits: u32, group_size: usize) -> 
     AffineWeight::new(bits, group_size, n, k, packed, scales, biases)
 }
 
-/// How a SIMD path multiplies: weight panels dequantized per k-chunk into cache and multiplied by a
+/// How a SIMD path multiplies: codes dequantized in registers straight into the dot products
+/// (`Gemv`, one to four activation rows; paths without that kernel, or other bit widths than 4 and
+/// 8, fall back to `Fused`), weight panels dequantized per k-chunk into cache and multiplied by a
 /// register-blocked dot-product kernel (`Fused`), or dequantized tiles fed to the `gemm` crate's f32
 /// kernel (`Tiled`); `Auto` picks by row count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Strategy {
     Auto,
+    Gemv,
     Fused,
     Tiled,
 }

@@ -206,7 +206,7 @@ fn every_path_matches_scalar_on_odd_shapes() {
             // k = one group; k = 3 or 5 groups (not a multiple of any SIMD width × group); n = 1; n odd.
             for (n, k) in [(1, gs), (7, gs), (1, 3 * gs), (19, 5 * gs), (40, 3 * gs)] {
                 let w = random_weight(&mut rng, bits, gs, n, k);
-                for m in [1, 2, 5, 33] {
+                for m in [1, 2, 3, 4, 5, 33] {
                     let x = rng.vec(m * k);
                     let mut want = vec![0f32; m * n];
                     scalar::matmul(&w, &x, m, &mut want);
@@ -219,6 +219,11 @@ fn every_path_matches_scalar_on_odd_shapes() {
                         let mut got = vec![f32::NAN; m * n];
                         driver::tiled(&w, ops, &x, m, &mut got, None);
                         assert_close(&format!("{what} tiled"), &got, &want, &scale);
+                        let mut got = vec![f32::NAN; m * n];
+                        if driver::gemv(&w, ops, &x, m, &mut got, None) {
+                            assert!(ops.gemv4.is_some() && matches!(bits, 4 | 8), "{what}: gemv ran");
+                            assert_close(&format!("{what} gemv"), &got, &want, &scale);
+                        }
                         let mut deq = vec![f32::NAN; n * k];
                         for r in 0..n {
                             (ops.dequant)(&w, r, 0..k / gs, &mut deq[r * k..(r + 1) * k]);
@@ -331,7 +336,7 @@ fn half_params_and_fused_bias_match_f32() {
                 )
                 .unwrap();
                 let bias = rng.vec(n);
-                for m in [1, 3, 17, 40] {
+                for m in [1, 2, 3, 17, 40] {
                     let x = rng.vec(m * k);
                     let mut want = vec![0f32; m * n];
                     scalar::matmul(&wr, &x, m, &mut want);
@@ -348,6 +353,10 @@ fn half_params_and_fused_bias_match_f32() {
                         let mut got = vec![f32::NAN; m * n];
                         driver::tiled(&wh, ops, &x, m, &mut got, Some(&bias));
                         assert_close(&format!("{what} tiled+bias"), &got, &want, &scale);
+                        let mut got = vec![f32::NAN; m * n];
+                        if driver::gemv(&wh, ops, &x, m, &mut got, Some(&bias)) {
+                            assert_close(&format!("{what} gemv+bias"), &got, &want, &scale);
+                        }
                     }
                     let mut got = vec![f32::NAN; m * n];
                     wh.matmul_bias(&x, m, &mut got, Some(&bias));
@@ -373,5 +382,18 @@ fn tiled_path_splits_large_weights() {
         let mut got = vec![f32::NAN; m * n];
         driver::tiled(&w, ops, &x, m, &mut got, None);
         assert_close(&format!("{name} tiled"), &got, &want, &scale);
+    }
+}
+
+/// The register-dequantizing kernel runs where the path has one (AVX-512) for 4 and 8 bits.
+#[test]
+fn gemv_kernel_covers_four_and_eight_bits_on_avx512() {
+    let Some(ops) = Ops::for_path(KernelPath::Avx512) else { return };
+    let mut rng = Rng(8);
+    for (bits, runs) in [(4, true), (8, true), (3, false), (6, false)] {
+        let w = random_weight(&mut rng, bits, 64, 9, 192);
+        let x = rng.vec(2 * 192);
+        let mut out = vec![0f32; 2 * 9];
+        assert_eq!(driver::gemv(&w, ops, &x, 2, &mut out, None), runs, "bits {bits}");
     }
 }
