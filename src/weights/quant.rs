@@ -49,6 +49,11 @@ impl RawEntry {
         Ok(v)
     }
 
+    /// A float tensor (F32, F16, BF16) as f32.
+    pub fn read_f32(&self) -> Result<Vec<f32>> {
+        Ok(self.read_params()?.to_f32().into_owned())
+    }
+
     /// A float tensor (F32, F16, BF16) in its own type.
     pub fn read_params(&self) -> Result<GroupParams> {
         let n = self.shape.iter().product::<usize>();

@@ -14,7 +14,8 @@
 //!   parallelized inside gemm as candle's f32 matmul is. Throughput tracks the f32 path minus the
 //!   dequantize cost, which is amortized over the m rows.
 //!
-//! Both write straight into the caller's output, with an optional bias added in the same pass.
+//! All write straight into the caller's output, with an optional bias added in the same pass, and
+//! either overwrite it or (`accumulate`) add to what it holds, e.g. a residual.
 
 use std::cell::RefCell;
 use std::ops::Range;
@@ -91,15 +92,23 @@ impl Ops {
     }
 }
 
-/// `out[m, n] = x[m, k] · Wᵀ (+ bias)` by the strategy that suits m.
-pub(crate) fn matmul(w: &AffineWeight, ops: Ops, x: &[f32], m: usize, out: &mut [f32], bias: Option<&[f32]>) {
-    if m <= GEMV_MAX_M && gemv(w, ops, x, m, out, bias) {
+/// `out[m, n] (+)= x[m, k] · Wᵀ (+ bias)` by the strategy that suits m.
+pub(crate) fn matmul(
+    w: &AffineWeight,
+    ops: Ops,
+    x: &[f32],
+    m: usize,
+    out: &mut [f32],
+    bias: Option<&[f32]>,
+    acc: bool,
+) {
+    if m <= GEMV_MAX_M && gemv(w, ops, x, m, out, bias, acc) {
         return;
     }
     if m <= FUSED_MAX_M || (m <= FUSED_MAX_M_LARGE && w.n() * w.k() >= LARGE_WEIGHT) {
-        fused(w, ops, x, m, out, bias)
+        fused(w, ops, x, m, out, bias, acc)
     } else {
-        tiled(w, ops, x, m, out, bias)
+        tiled(w, ops, x, m, out, bias, acc)
     }
 }
 
@@ -119,18 +128,14 @@ impl SharedOut {
         SharedOut { ptr: out.as_mut_ptr(), len: out.len() }
     }
 
+    /// Set element `i` to `v`, or add `v` to it.
+    ///
     /// # Safety
     /// No other task may access element `i` during the parallel section.
-    unsafe fn write(self, i: usize, v: f32) {
+    unsafe fn put(self, i: usize, v: f32, add: bool) {
         assert!(i < self.len, "qkernel: output index {i} out of {}", self.len);
-        *self.ptr.add(i) = v;
-    }
-
-    /// # Safety
-    /// As `write`.
-    unsafe fn add(self, i: usize, v: f32) {
-        assert!(i < self.len, "qkernel: output index {i} out of {}", self.len);
-        *self.ptr.add(i) += v;
+        let p = self.ptr.add(i);
+        *p = if add { *p + v } else { v };
     }
 }
 
@@ -156,7 +161,15 @@ fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
 /// The register-dequantizing strategy: per four weight rows, whole-row dots with the activation
 /// rows two at a time (the rows' codes stay in L1 between the pairs). False, computing nothing,
 /// when the path has no such kernel or the bit width is not 4 or 8.
-pub(crate) fn gemv(w: &AffineWeight, ops: Ops, x: &[f32], m: usize, out: &mut [f32], bias: Option<&[f32]>) -> bool {
+pub(crate) fn gemv(
+    w: &AffineWeight,
+    ops: Ops,
+    x: &[f32],
+    m: usize,
+    out: &mut [f32],
+    bias: Option<&[f32]>,
+    acc: bool,
+) -> bool {
     let Some(kernel) = ops.gemv4 else { return false };
     let (n, k) = (w.n(), w.k());
     if !matches!(w.bits(), 4 | 8) {
@@ -176,14 +189,15 @@ pub(crate) fn gemv(w: &AffineWeight, ops: Ops, x: &[f32], m: usize, out: &mut [f
                 let mr = (m - i0).min(2);
                 let xrow = |i: usize| &x[i * k..(i + 1) * k];
                 let xs = [xrow(i0), xrow(i0 + mr - 1)];
-                let mut acc = [[0f32; 4]; 4];
-                let done = kernel(w, rb, nr, &xs[..mr], &mut acc);
+                let mut sums = [[0f32; 4]; 4];
+                let done = kernel(w, rb, nr, &xs[..mr], &mut sums);
                 debug_assert!(done, "gemv4 refused bits {}", w.bits());
-                for (t, a) in acc.iter().enumerate().take(mr) {
+                for (t, a) in sums.iter().enumerate().take(mr) {
                     for (j, &v) in a.iter().enumerate().take(nr) {
                         let c = rb + j;
-                        // SAFETY: this task is the only one writing columns r0..r1.
-                        unsafe { shared.write((i0 + t) * n + c, v + bias.map_or(0.0, |b| b[c])) };
+                        let v = v + bias.map_or(0.0, |b| b[c]);
+                        // SAFETY: this task is the only one touching columns r0..r1.
+                        unsafe { shared.put((i0 + t) * n + c, v, acc) };
                     }
                 }
             }
@@ -202,7 +216,7 @@ fn panel_rows(n: usize) -> usize {
     rows
 }
 
-pub(crate) fn fused(w: &AffineWeight, ops: Ops, x: &[f32], m: usize, out: &mut [f32], bias: Option<&[f32]>) {
+pub(crate) fn fused(w: &AffineWeight, ops: Ops, x: &[f32], m: usize, out: &mut [f32], bias: Option<&[f32]>, acc: bool) {
     let (n, k, gs) = (w.n(), w.k(), w.group_size());
     if m == 0 || n == 0 {
         return;
@@ -231,19 +245,17 @@ pub(crate) fn fused(w: &AffineWeight, ops: Ops, x: &[f32], m: usize, out: &mut [
                             let j = rb + j.min(nr - 1);
                             &panel[j * len..(j + 1) * len]
                         };
-                        let mut acc = [[0f32; 4]; 4];
-                        (ops.dot4)(&xs[..mr], [wrow(0), wrow(1), wrow(2), wrow(3)], &mut acc);
-                        for (t, a) in acc.iter().enumerate().take(mr) {
+                        let mut sums = [[0f32; 4]; 4];
+                        (ops.dot4)(&xs[..mr], [wrow(0), wrow(1), wrow(2), wrow(3)], &mut sums);
+                        for (t, a) in sums.iter().enumerate().take(mr) {
                             for (j, &v) in a.iter().enumerate().take(nr) {
                                 let (i, c) = ((i0 + t) * n, r0 + rb + j);
+                                // The first chunk sets (or adds to) the output with the bias, later
+                                // chunks add.
+                                let first = c0 == 0;
+                                let v = if first { v + bias.map_or(0.0, |b| b[c]) } else { v };
                                 // SAFETY: this task is the only one touching columns r0..r0+np.
-                                unsafe {
-                                    if c0 == 0 {
-                                        shared.write(i + c, v + bias.map_or(0.0, |b| b[c]));
-                                    } else {
-                                        shared.add(i + c, v);
-                                    }
-                                }
+                                unsafe { shared.put(i + c, v, acc || !first) };
                             }
                         }
                     }
@@ -263,7 +275,7 @@ fn tile_rows(n: usize, k: usize) -> usize {
     }
 }
 
-pub(crate) fn tiled(w: &AffineWeight, ops: Ops, x: &[f32], m: usize, out: &mut [f32], bias: Option<&[f32]>) {
+pub(crate) fn tiled(w: &AffineWeight, ops: Ops, x: &[f32], m: usize, out: &mut [f32], bias: Option<&[f32]>, acc: bool) {
     let (n, k) = (w.n(), w.k());
     if m == 0 || n == 0 {
         return;
@@ -279,12 +291,18 @@ pub(crate) fn tiled(w: &AffineWeight, ops: Ops, x: &[f32], m: usize, out: &mut [
                     ops.dequant_row(w, r0 + c * 8 + j, dst);
                 }
             });
+            // The bias goes into the output first; gemm then adds the product onto it.
             if let Some(b) = bias {
                 for row in out.chunks_exact_mut(n) {
-                    row[r0..r0 + nt].copy_from_slice(&b[r0..r0 + nt]);
+                    let dst = &mut row[r0..r0 + nt];
+                    if acc {
+                        dst.iter_mut().zip(&b[r0..r0 + nt]).for_each(|(o, b)| *o += b);
+                    } else {
+                        dst.copy_from_slice(&b[r0..r0 + nt]);
+                    }
                 }
             }
-            sgemm_nt(m, nt, k, x, tile, &mut out[r0..], n, bias.is_some(), ops);
+            sgemm_nt(m, nt, k, x, tile, &mut out[r0..], n, acc || bias.is_some(), ops);
         }
     })
 }

@@ -184,7 +184,7 @@ impl AffineWeight {
     /// # Panics
     /// If `x.len() != m * k` or `out.len() != m * n` (a caller bug, not a property of user input).
     pub fn matmul(&self, x: &[f32], m: usize, out: &mut [f32]) {
-        self.matmul_on(selected_path(), x, m, out, None)
+        self.matmul_on(selected_path(), x, m, out, None, false)
     }
 
     /// `matmul` plus `bias` (length n) added to every output row in the same pass.
@@ -192,7 +192,16 @@ impl AffineWeight {
     /// # Panics
     /// As `matmul`, and if `bias.len() != n`.
     pub fn matmul_bias(&self, x: &[f32], m: usize, out: &mut [f32], bias: Option<&[f32]>) {
-        self.matmul_on(selected_path(), x, m, out, bias)
+        self.matmul_on(selected_path(), x, m, out, bias, false)
+    }
+
+    /// `out[m, n] += x[m, k] · Wᵀ`: adds onto what `out` holds (say a bias and a residual written
+    /// first), in the pass that computes the product.
+    ///
+    /// # Panics
+    /// As `matmul`.
+    pub fn matmul_acc(&self, x: &[f32], m: usize, out: &mut [f32]) {
+        self.matmul_on(selected_path(), x, m, out, None, true)
     }
 
     /// `matmul` on a chosen path; an error when this CPU cannot run it.
@@ -200,7 +209,7 @@ impl AffineWeight {
         if !path.is_available() {
             return Err(Error::Quantization(format!("kernel path `{}` is not available on this CPU", path.name())));
         }
-        self.matmul_on(path, x, m, out, None);
+        self.matmul_on(path, x, m, out, None, false);
         Ok(())
     }
 
@@ -219,14 +228,14 @@ impl AffineWeight {
         };
         self.check_sizes(x, m, out, None);
         match strategy {
-            Strategy::Auto => driver::matmul(self, ops, x, m, out, None),
+            Strategy::Auto => driver::matmul(self, ops, x, m, out, None, false),
             Strategy::Gemv => {
-                if !driver::gemv(self, ops, x, m, out, None) {
-                    driver::fused(self, ops, x, m, out, None)
+                if !driver::gemv(self, ops, x, m, out, None, false) {
+                    driver::fused(self, ops, x, m, out, None, false)
                 }
             }
-            Strategy::Fused => driver::fused(self, ops, x, m, out, None),
-            Strategy::Tiled => driver::tiled(self, ops, x, m, out, None),
+            Strategy::Fused => driver::fused(self, ops, x, m, out, None, false),
+            Strategy::Tiled => driver::tiled(self, ops, x, m, out, None, false),
         }
         Ok(())
     }
@@ -239,20 +248,20 @@ impl AffineWeight {
         }
     }
 
-    fn matmul_on(&self, path: KernelPath, x: &[f32], m: usize, out: &mut [f32], bias: Option<&[f32]>) {
+    fn matmul_on(&self, path: KernelPath, x: &[f32], m: usize, out: &mut [f32], bias: Option<&[f32]>, acc: bool) {
         self.check_sizes(x, m, out, bias);
         if m == 0 || self.n == 0 {
             return;
         }
-        match driver::Ops::for_path(path) {
-            Some(ops) => driver::matmul(self, ops, x, m, out, bias),
-            None => {
-                scalar::matmul(self, x, m, out);
-                if let Some(b) = bias {
-                    for row in out.chunks_exact_mut(self.n) {
-                        row.iter_mut().zip(b).for_each(|(o, b)| *o += b);
-                    }
-                }
+        if let Some(ops) = driver::Ops::for_path(path) {
+            return driver::matmul(self, ops, x, m, out, bias, acc);
+        }
+        let mut y = vec![0f32; m * self.n];
+        scalar::matmul(self, x, m, &mut y);
+        for (orow, yrow) in out.chunks_exact_mut(self.n).zip(y.chunks_exact(self.n)) {
+            for (j, (o, v)) in orow.iter_mut().zip(yrow).enumerate() {
+                let v = v + bias.map_or(0.0, |b| b[j]);
+                *o = if acc { *o + v } else { v };
             }
         }
     }

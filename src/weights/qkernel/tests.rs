@@ -214,13 +214,13 @@ fn every_path_matches_scalar_on_odd_shapes() {
                     for (name, ops) in paths_here() {
                         let what = format!("{name} bits {bits} gs {gs} m {m} n {n} k {k}");
                         let mut got = vec![f32::NAN; m * n];
-                        driver::fused(&w, ops, &x, m, &mut got, None);
+                        driver::fused(&w, ops, &x, m, &mut got, None, false);
                         assert_close(&format!("{what} fused"), &got, &want, &scale);
                         let mut got = vec![f32::NAN; m * n];
-                        driver::tiled(&w, ops, &x, m, &mut got, None);
+                        driver::tiled(&w, ops, &x, m, &mut got, None, false);
                         assert_close(&format!("{what} tiled"), &got, &want, &scale);
                         let mut got = vec![f32::NAN; m * n];
-                        if driver::gemv(&w, ops, &x, m, &mut got, None) {
+                        if driver::gemv(&w, ops, &x, m, &mut got, None, false) {
                             assert!(ops.gemv4.is_some() && matches!(bits, 4 | 8), "{what}: gemv ran");
                             assert_close(&format!("{what} gemv"), &got, &want, &scale);
                         }
@@ -348,13 +348,13 @@ fn half_params_and_fused_bias_match_f32() {
                     for (name, ops) in paths_here() {
                         let what = format!("{kind} {name} bits {bits} gs {gs} m {m}");
                         let mut got = vec![f32::NAN; m * n];
-                        driver::fused(&wh, ops, &x, m, &mut got, Some(&bias));
+                        driver::fused(&wh, ops, &x, m, &mut got, Some(&bias), false);
                         assert_close(&format!("{what} fused+bias"), &got, &want, &scale);
                         let mut got = vec![f32::NAN; m * n];
-                        driver::tiled(&wh, ops, &x, m, &mut got, Some(&bias));
+                        driver::tiled(&wh, ops, &x, m, &mut got, Some(&bias), false);
                         assert_close(&format!("{what} tiled+bias"), &got, &want, &scale);
                         let mut got = vec![f32::NAN; m * n];
-                        if driver::gemv(&wh, ops, &x, m, &mut got, Some(&bias)) {
+                        if driver::gemv(&wh, ops, &x, m, &mut got, Some(&bias), false) {
                             assert_close(&format!("{what} gemv+bias"), &got, &want, &scale);
                         }
                     }
@@ -380,7 +380,7 @@ fn tiled_path_splits_large_weights() {
     let scale = abs_scale(&w, &x, m);
     for (name, ops) in paths_here() {
         let mut got = vec![f32::NAN; m * n];
-        driver::tiled(&w, ops, &x, m, &mut got, None);
+        driver::tiled(&w, ops, &x, m, &mut got, None, false);
         assert_close(&format!("{name} tiled"), &got, &want, &scale);
     }
 }
@@ -394,6 +394,53 @@ fn gemv_kernel_covers_four_and_eight_bits_on_avx512() {
         let w = random_weight(&mut rng, bits, 64, 9, 192);
         let x = rng.vec(2 * 192);
         let mut out = vec![0f32; 2 * 9];
-        assert_eq!(driver::gemv(&w, ops, &x, 2, &mut out, None), runs, "bits {bits}");
+        assert_eq!(driver::gemv(&w, ops, &x, 2, &mut out, None, false), runs, "bits {bits}");
+    }
+}
+
+/// `matmul_acc` and every strategy with `accumulate` add the product (and bias) onto the output.
+#[test]
+fn accumulate_adds_onto_the_output() {
+    let mut rng = Rng(9);
+    let (n, k) = (21, 256);
+    for bits in [4, 8, 5] {
+        let w = random_weight(&mut rng, bits, 64, n, k);
+        let bias = rng.vec(n);
+        for m in [1, 2, 6, 90] {
+            let x = rng.vec(m * k);
+            let start = rng.vec(m * n);
+            let mut prod = vec![0f32; m * n];
+            scalar::matmul(&w, &x, m, &mut prod);
+            let mut scale = abs_scale(&w, &x, m);
+            scale.iter_mut().for_each(|s| *s += 4.0);
+            let want: Vec<f32> = (0..m * n).map(|i| start[i] + prod[i] + bias[i % n]).collect();
+            let want_nob: Vec<f32> = (0..m * n).map(|i| start[i] + prod[i]).collect();
+            for (name, ops) in paths_here() {
+                let what = format!("{name} bits {bits} m {m}");
+                for strategy in ["gemv", "fused", "tiled"] {
+                    let mut got = start.clone();
+                    let ran = match strategy {
+                        "gemv" => driver::gemv(&w, ops, &x, m, &mut got, Some(&bias), true),
+                        "fused" => {
+                            driver::fused(&w, ops, &x, m, &mut got, Some(&bias), true);
+                            true
+                        }
+                        _ => {
+                            driver::tiled(&w, ops, &x, m, &mut got, Some(&bias), true);
+                            true
+                        }
+                    };
+                    if ran {
+                        assert_close(&format!("{what} {strategy} acc+bias"), &got, &want, &scale);
+                    }
+                }
+            }
+            let mut got = start.clone();
+            w.matmul_acc(&x, m, &mut got);
+            assert_close(&format!("matmul_acc bits {bits} m {m}"), &got, &want_nob, &scale);
+            let mut got = start.clone();
+            w.matmul_with(KernelPath::Scalar, &x, m, &mut got).unwrap();
+            assert_close(&format!("scalar overwrites bits {bits} m {m}"), &got, &prod, &scale);
+        }
     }
 }
