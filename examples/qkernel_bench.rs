@@ -3,12 +3,16 @@
 //!
 //! ```text
 //! cargo run --release --example qkernel_bench -- [--mode layers|stack|sweep|all] [--model minilm|qwen3|all]
-//!     [--m 1,8,32,256] [--paths avx512,avx2,scalar] [--group 64] [--min-time 0.3]
+//!     [--m 1,8,32,256] [--paths avx512,avx2,scalar] [--group 64] [--min-time 0.3] [--clock wall|cpu]
+//!     [--strategy auto|gemv|fused|tiled]
 //! ```
+//! `--clock cpu` times by process CPU time instead of wall time: on a shared machine other processes
+//! do not inflate it (with `RAYON_NUM_THREADS=1` it is one core's work; with more threads it also
+//! counts rayon's idle spinning).
 //! - `layers`: one weight matrix per row of the table (warm caches), GFLOP/s.
 //! - `stack`: every linear layer of a MiniLM-L6 / Qwen3-0.6B-shaped model (6 / 28 layers of
 //!   distinct weights, so a pass streams the whole model from memory as inference does), tokens/s.
-//! - `sweep`: fused GEMV vs tiled GEMM per m, to place the crossover (`GEMV_MAX_M`).
+//! - `sweep`: fused vs tiled per m, next to f32, to place the crossover (`FUSED_MAX_M`).
 //!
 //! Times are the best of repeated runs (the machine is shared; the minimum is the least disturbed).
 
@@ -24,6 +28,7 @@ struct Args {
     paths: Vec<KernelPath>,
     group: usize,
     min_time: f64,
+    strategy: Strategy,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -34,6 +39,7 @@ fn parse_args() -> anyhow::Result<Args> {
         paths: vec![selected_path()],
         group: 64,
         min_time: 0.3,
+        strategy: Strategy::Auto,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -53,6 +59,20 @@ fn parse_args() -> anyhow::Result<Args> {
             }
             "--group" => a.group = val()?.parse()?,
             "--min-time" => a.min_time = val()?.parse()?,
+            "--strategy" => {
+                a.strategy = match val()?.as_str() {
+                    "auto" => Strategy::Auto,
+                    "gemv" => Strategy::Gemv,
+                    "fused" => Strategy::Fused,
+                    "tiled" => Strategy::Tiled,
+                    other => anyhow::bail!("--strategy wants auto, gemv, fused or tiled, not `{other}`"),
+                }
+            }
+            "--clock" => match val()?.as_str() {
+                "cpu" => USE_CPU_CLOCK.store(true, std::sync::atomic::Ordering::Relaxed),
+                "wall" => {}
+                other => anyhow::bail!("--clock wants wall or cpu, not `{other}`"),
+            },
             "-h" | "--help" => {
                 println!("see the doc comment at the top of examples/qkernel_bench.rs");
                 std::process::exit(0);
@@ -63,16 +83,54 @@ fn parse_args() -> anyhow::Result<Args> {
     Ok(a)
 }
 
-/// Best seconds per call of `f` over at least `min_time` seconds (after one warm-up call).
+/// Process CPU time in seconds (all threads), or None where unavailable.
+#[cfg(target_os = "linux")]
+fn cpu_seconds() -> Option<f64> {
+    #[repr(C)]
+    struct Timespec {
+        sec: i64,
+        nsec: i64,
+    }
+    extern "C" {
+        fn clock_gettime(clock: i32, ts: *mut Timespec) -> i32;
+    }
+    const CLOCK_PROCESS_CPUTIME_ID: i32 = 2;
+    let mut ts = Timespec { sec: 0, nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec (two 64-bit fields on 64-bit Linux) into `ts`.
+    let rc = unsafe { clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    (rc == 0).then_some(ts.sec as f64 + ts.nsec as f64 * 1e-9)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn cpu_seconds() -> Option<f64> {
+    None
+}
+
+/// `--clock cpu`: time calls by process CPU time, which other processes on a shared machine do not
+/// inflate (with RAYON_NUM_THREADS=1 it is the kernel's own single-core time).
+static USE_CPU_CLOCK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn now() -> f64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    if USE_CPU_CLOCK.load(std::sync::atomic::Ordering::Relaxed) {
+        if let Some(t) = cpu_seconds() {
+            return t;
+        }
+    }
+    START.get_or_init(Instant::now).elapsed().as_secs_f64()
+}
+
+/// Best seconds per call of `f` over at least `min_time` seconds of wall time (after one warm-up
+/// call).
 fn best_time(min_time: f64, mut f: impl FnMut()) -> f64 {
     f();
     let start = Instant::now();
     let mut best = f64::INFINITY;
     let mut runs = 0;
     while runs < 3 || start.elapsed().as_secs_f64() < min_time {
-        let t = Instant::now();
+        let t = now();
         f();
-        best = best.min(t.elapsed().as_secs_f64());
+        best = best.min(now() - t);
         runs += 1;
     }
     best
@@ -161,7 +219,8 @@ fn layers(a: &Args) -> anyhow::Result<()> {
                 let mut out = vec![0f32; m * n];
                 for &p in &a.paths {
                     for q in [&q8, &q4] {
-                        let t = best_time(a.min_time, || q.matmul_with(p, &xf, m, &mut out).expect("path"));
+                        let t =
+                            best_time(a.min_time, || q.matmul_strategy(p, a.strategy, &xf, m, &mut out).expect("path"));
                         row += &format!(" {:.1} ({:.2}×) |", flops / t / 1e9, tf / t);
                     }
                 }
@@ -231,7 +290,7 @@ fn stack_bench(a: &Args) -> anyhow::Result<()> {
                 for q in [&q8, &q4] {
                     let t = best_time(a.min_time, || {
                         for (x, w) in xs.iter().zip(q.iter()) {
-                            w.matmul_with(p, x, m, &mut out[..m * w.n()]).expect("path");
+                            w.matmul_strategy(p, a.strategy, x, m, &mut out[..m * w.n()]).expect("path");
                         }
                     });
                     row += &format!(" {:.1} ({:.2}×) |", m as f64 / t, tf / t);
@@ -248,20 +307,31 @@ fn sweep(a: &Args) -> anyhow::Result<()> {
     let mut rng = Rng(0x2545_F491_4F6C_DD1D);
     let (n, k) = (3072, 1024);
     let wf = rng.vec(n * k, 0.05);
+    let wt = Tensor::from_slice(&wf, (n, k), &Device::Cpu)?;
     println!("\n## Strategy crossover, {n}×{k}, group {} (GFLOP/s)", a.group);
-    println!("| path | bits | m | fused GEMV | tiled GEMM |");
-    println!("|---|---|---|---|---|");
+    println!("| path | bits | m | f32 candle | fused | tiled |");
+    println!("|---|---|---|---|---|---|");
     for &p in &a.paths {
         for bits in [4, 8] {
             let q = quantize(&wf, n, k, bits, a.group)?;
-            for m in [1, 2, 4, 8, 16, 32, 64] {
+            for &m in &a.ms {
                 let x = rng.vec(m * k, 1.0);
+                let xt = Tensor::from_slice(&x, (m, k), &Device::Cpu)?;
                 let mut out = vec![0f32; m * n];
                 let flops = 2.0 * (m * n * k) as f64;
-                let tg = best_time(a.min_time, || q.matmul_strategy(p, Strategy::Gemv, &x, m, &mut out).expect("path"));
+                let tf = best_time(a.min_time, || drop(f32_matmul(&xt, &wt)));
+                let tg =
+                    best_time(a.min_time, || q.matmul_strategy(p, Strategy::Fused, &x, m, &mut out).expect("path"));
                 let tt =
                     best_time(a.min_time, || q.matmul_strategy(p, Strategy::Tiled, &x, m, &mut out).expect("path"));
-                println!("| {p} | {bits} | {m} | {:.1} | {:.1} |", flops / tg / 1e9, flops / tt / 1e9);
+                println!(
+                    "| {p} | {bits} | {m} | {:.1} | {:.1} ({:.2}×) | {:.1} ({:.2}×) |",
+                    flops / tf / 1e9,
+                    flops / tg / 1e9,
+                    tf / tg,
+                    flops / tt / 1e9,
+                    tf / tt
+                );
             }
         }
     }

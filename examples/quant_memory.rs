@@ -74,7 +74,9 @@ fn run(model: &str, rest: &[String]) -> Result<()> {
             "texts": texts,
             "tokens_per_text": tokens,
             "tokens_embedded": out.tokens,
-            "max_batch_tokens": budget,
+            "max_batch_tokens_requested": budget,
+            // What the engine runs per forward pass (capped for quantized models on the CPU).
+            "max_batch_tokens": engine.max_batch_tokens,
             "load_s": load_s,
             "embed_s": embed_s,
             "rss_after_load_gb": gb(rss_loaded),

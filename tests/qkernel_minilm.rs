@@ -1,7 +1,8 @@
 //! The MLX-made quantized all-MiniLM-L6-v2 on every quantized-kernel path and several batch sizes
 //! against MLX's own embeddings (fixture from scripts/reference/mlx_minilm.py): cosine ≥ 0.999.
-//! Batch 1 on the shortest texts runs the fused GEMV strategy (few token rows), larger batches the
-//! tiled GEMM one, so both strategies of each path are covered on a real model.
+//! Batch 1 runs the fused strategy (few token rows), the whole set as one batch the tiled GEMM one,
+//! so both strategies of each path are covered on a real model (the one- and two-row `gemv` kernel
+//! is checked against the scalar reference in src/weights/qkernel/tests.rs).
 
 mod common;
 

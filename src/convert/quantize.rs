@@ -33,8 +33,8 @@ pub fn quantize(w: &[f32], n: usize, k: usize, bits: u32, group_size: usize) -> 
     };
     for p in parts {
         q.packed.extend_from_slice(p.packed());
-        q.scales.extend_from_slice(p.scales());
-        q.biases.extend_from_slice(p.biases());
+        q.scales.extend_from_slice(&p.scales());
+        q.biases.extend_from_slice(&p.biases());
     }
     Ok(q)
 }

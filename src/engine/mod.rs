@@ -79,18 +79,12 @@ impl Engine {
         let mut ws = WeightStore::open(&spec.weight_files, &device, dtype)?;
         ws.set_quantization(spec.quantization.clone());
         let model = Model::load(&spec, &ws)?;
+        let max_batch_tokens =
+            crate::weights::forward_token_budget(opts.max_batch_tokens, spec.quantization.is_some(), &device);
         for n in &spec.notes {
             tracing::info!(model = %spec.name, "{n}");
         }
-        Ok(Engine {
-            spec,
-            tokenizer,
-            model,
-            device,
-            dtype,
-            max_batch_tokens: opts.max_batch_tokens.max(1),
-            load_time: t0.elapsed(),
-        })
+        Ok(Engine { spec, tokenizer, model, device, dtype, max_batch_tokens, load_time: t0.elapsed() })
     }
 
     fn require(&self, task: Task) -> Result<()> {

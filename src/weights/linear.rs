@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{DType, Device, Module, Storage, Tensor};
 
 use super::cuda_quant::DeviceAffine;
 use super::qkernel::AffineWeight;
@@ -52,6 +52,10 @@ impl Module for Linear {
         let rows: usize = dims[..dims.len() - 1].iter().product();
         let (y, bias, n) = match self {
             Linear::Dense { weight, bias } => (x.reshape((rows, k))?.matmul(&weight.t()?)?, bias, weight.dims()[0]),
+            // The CPU kernel adds the bias itself, in the pass that writes the output.
+            Linear::Quantized { weight, bias } if x.device().is_cpu() => {
+                (quantized_matmul_cpu(weight, x, rows, k, bias.as_ref())?, &None, weight.n())
+            }
             Linear::Quantized { weight, bias } => (quantized_matmul(weight, x, rows, k)?, bias, weight.n()),
             Linear::DeviceQuantized { weight, bias } => {
                 (device_quantized_matmul(weight, x, rows, k)?, bias, weight.n())
@@ -68,21 +72,47 @@ impl Module for Linear {
     }
 }
 
-/// x [.., k] as [rows, k] times Wᵀ -> [rows, n] in x's dtype on x's device.
-fn quantized_matmul(w: &AffineWeight, x: &Tensor, rows: usize, k: usize) -> candle_core::Result<Tensor> {
+fn check_width(w: &AffineWeight, k: usize) -> candle_core::Result<()> {
     if k != w.k() {
         return Err(candle_core::Error::Msg(format!("quantized linear expects inputs of width {}, got {k}", w.k())));
     }
+    Ok(())
+}
+
+/// CPU: x [.., k] as [rows, k] times Wᵀ (+ bias) -> [rows, n] in x's dtype. The kernel reads the
+/// activations in place from the tensor's storage (f32, contiguous: the common case costs no copy)
+/// and writes into the buffer that becomes the result tensor.
+fn quantized_matmul_cpu(
+    w: &AffineWeight,
+    x: &Tensor,
+    rows: usize,
+    k: usize,
+    bias: Option<&Tensor>,
+) -> candle_core::Result<Tensor> {
+    check_width(w, k)?;
+    let dtype = x.dtype();
+    let xf = x.to_dtype(DType::F32)?.contiguous()?;
+    let bias = bias.map(|b| b.to_dtype(DType::F32)?.to_vec1::<f32>()).transpose()?;
+    let mut out = vec![0f32; rows * w.n()];
+    {
+        let (storage, layout) = xf.storage_and_layout();
+        let Storage::Cpu(cpu) = &*storage else {
+            return Err(candle_core::Error::Msg("quantized linear: CPU tensor without CPU storage".into()));
+        };
+        let (start, end) = layout
+            .contiguous_offsets()
+            .ok_or_else(|| candle_core::Error::Msg("quantized linear: activations not contiguous".into()))?;
+        let xs = &cpu.as_slice::<f32>()?[start..end];
+        w.matmul_bias(xs, rows, &mut out, bias.as_deref());
+    }
+    Tensor::from_vec(out, (rows, w.n()), &Device::Cpu)?.to_dtype(dtype)
+}
+
+/// x [.., k] as [rows, k] times Wᵀ -> [rows, n] in x's dtype on x's device.
+fn quantized_matmul(w: &AffineWeight, x: &Tensor, rows: usize, k: usize) -> candle_core::Result<Tensor> {
+    check_width(w, k)?;
     let dtype = x.dtype();
     let device = x.device();
-    if device.is_cpu() {
-        // The kernel works on f32 slices: copy the activations out and the result back (small next
-        // to the weight traffic of the matmul itself).
-        let xs = x.reshape((rows, k))?.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-        let mut out = vec![0f32; rows * w.n()];
-        w.matmul(&xs, rows, &mut out);
-        return Tensor::from_vec(out, (rows, w.n()), &Device::Cpu)?.to_dtype(dtype);
-    }
     // GPU devices: dequantize this layer on the CPU for this call and multiply there on the device;
     // correct first, a device kernel later. Only one layer is ever expanded at a time.
     let mut dense = vec![0f32; w.n() * k];

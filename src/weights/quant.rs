@@ -1,5 +1,5 @@
 //! Loading MLX affine-quantized tensors: `P.weight` (packed u32 codes), `P.scales` and `P.biases`
-//! (the checkpoint's float dtype, converted to f32 here; the codes stay packed). Bits and group size
+//! (kept in the checkpoint's float dtype, usually bf16/f16; the codes stay packed). Bits and group size
 //! follow from the shapes (`packed_cols * 32 / bits == k == scales_cols * group_size`) and are
 //! checked against the config entry when one is given.
 //!
@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use half::{bf16, f16};
 
-use super::qkernel::AffineWeight;
+use super::qkernel::{AffineWeight, GroupParams};
 use crate::spec::{QuantMode, QuantParams};
 use crate::{Error, Result};
 
@@ -51,18 +51,33 @@ impl RawEntry {
 
     /// A float tensor (F32, F16, BF16) as f32.
     pub fn read_f32(&self) -> Result<Vec<f32>> {
+        Ok(self.read_params()?.to_f32().into_owned())
+    }
+
+    /// A float tensor (F32, F16, BF16) in its own type.
+    pub fn read_params(&self) -> Result<GroupParams> {
         let n = self.shape.iter().product::<usize>();
-        let size = match self.dtype.as_str() {
+        let bytes_per = match self.dtype.as_str() {
             "F32" => 4,
             "F16" | "BF16" => 2,
             d => return Err(Error::weights(&self.file, format!("expected a float tensor, found dtype {d}"))),
         };
-        let mut bytes = vec![0u8; n * size];
-        self.read_bytes_into(&mut bytes)?;
+        if bytes_per == 4 {
+            let mut v = vec![0f32; n];
+            self.read_bytes_into(bytemuck::cast_slice_mut(&mut v))?;
+            if cfg!(target_endian = "big") {
+                v.iter_mut().for_each(|x| *x = f32::from_bits(u32::from_le(x.to_bits())));
+            }
+            return Ok(GroupParams::F32(v));
+        }
+        let mut v = vec![0u16; n];
+        self.read_bytes_into(bytemuck::cast_slice_mut(&mut v))?;
+        if cfg!(target_endian = "big") {
+            v.iter_mut().for_each(|x| *x = u16::from_le(*x));
+        }
         Ok(match self.dtype.as_str() {
-            "F32" => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-            "F16" => bytes.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-            _ => bytes.chunks_exact(2).map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            "F16" => GroupParams::F16(v.into_iter().map(f16::from_bits).collect()),
+            _ => GroupParams::Bf16(v.into_iter().map(bf16::from_bits).collect()),
         })
     }
 }
@@ -132,7 +147,7 @@ pub fn load_affine(
         }
     }
     let packed = t.weight.read_u32()?;
-    let scales = t.scales.read_f32()?;
-    let biases = biases.read_f32()?;
-    AffineWeight::new(bits, group_size, n, k, packed, scales, biases).map_err(|e| bad(e.to_string()))
+    let scales = t.scales.read_params()?;
+    let biases = biases.read_params()?;
+    AffineWeight::with_params(bits, group_size, n, k, packed, scales, biases).map_err(|e| bad(e.to_string()))
 }

@@ -15,9 +15,12 @@ mod scalar;
 #[cfg(test)]
 mod tests;
 
+use std::borrow::Cow;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::OnceLock;
+
+use half::{bf16, f16};
 
 use crate::{Error, Result};
 
@@ -25,6 +28,91 @@ use crate::{Error, Result};
 pub const SUPPORTED_BITS: [u32; 6] = [2, 3, 4, 5, 6, 8];
 /// Group sizes MLX's affine mode accepts.
 pub const SUPPORTED_GROUP_SIZES: [usize; 3] = [32, 64, 128];
+
+/// Per-group scales or biases in the checkpoint's own float type. MLX checkpoints store them as
+/// bf16/f16 next to the codes; widening them to f32 in memory would add a quarter to a 4-bit model's
+/// footprint, so kernels convert one value per group as they go.
+#[derive(Debug, Clone)]
+pub enum GroupParams {
+    F32(Vec<f32>),
+    F16(Vec<f16>),
+    Bf16(Vec<bf16>),
+}
+
+impl GroupParams {
+    pub fn len(&self) -> usize {
+        match self {
+            GroupParams::F32(v) => v.len(),
+            GroupParams::F16(v) => v.len(),
+            GroupParams::Bf16(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes per value (4 or 2).
+    pub fn elem_bytes(&self) -> usize {
+        match self {
+            GroupParams::F32(_) => 4,
+            _ => 2,
+        }
+    }
+
+    /// Name of the float type: "f32", "f16" or "bf16".
+    pub fn dtype_name(&self) -> &'static str {
+        match self {
+            GroupParams::F32(_) => "f32",
+            GroupParams::F16(_) => "f16",
+            GroupParams::Bf16(_) => "bf16",
+        }
+    }
+
+    /// All values as f32 (borrowed when already f32).
+    pub fn to_f32(&self) -> Cow<'_, [f32]> {
+        match self {
+            GroupParams::F32(v) => Cow::Borrowed(v),
+            GroupParams::F16(v) => Cow::Owned(v.iter().map(|x| x.to_f32()).collect()),
+            GroupParams::Bf16(v) => Cow::Owned(v.iter().map(|x| x.to_f32()).collect()),
+        }
+    }
+
+    fn slice(&self, r: std::ops::Range<usize>) -> ParamRow<'_> {
+        match self {
+            GroupParams::F32(v) => ParamRow::F32(&v[r]),
+            GroupParams::F16(v) => ParamRow::F16(&v[r]),
+            GroupParams::Bf16(v) => ParamRow::Bf16(&v[r]),
+        }
+    }
+
+    fn first_non_finite(&self) -> Option<usize> {
+        match self {
+            GroupParams::F32(v) => v.iter().position(|x| !x.is_finite()),
+            GroupParams::F16(v) => v.iter().position(|x| !x.is_finite()),
+            GroupParams::Bf16(v) => v.iter().position(|x| !x.is_finite()),
+        }
+    }
+}
+
+/// One weight row's scales or biases, read as f32 one group at a time.
+#[derive(Clone, Copy)]
+pub(crate) enum ParamRow<'a> {
+    F32(&'a [f32]),
+    F16(&'a [f16]),
+    Bf16(&'a [bf16]),
+}
+
+impl ParamRow<'_> {
+    #[inline(always)]
+    pub(crate) fn get(&self, g: usize) -> f32 {
+        match self {
+            ParamRow::F32(v) => v[g],
+            ParamRow::F16(v) => v[g].to_f32(),
+            ParamRow::Bf16(v) => v[g].to_f32(),
+        }
+    }
+}
 
 /// One MLX affine-quantized weight matrix `[n, k]` (out features × in features), kept packed.
 #[derive(Debug, Clone)]
@@ -36,9 +124,9 @@ pub struct AffineWeight {
     /// `[n, k * bits / 32]`, each row an LSB-first bit stream of codes
     packed: Vec<u32>,
     /// `[n, k / group_size]`
-    scales: Vec<f32>,
+    scales: GroupParams,
     /// `[n, k / group_size]`
-    biases: Vec<f32>,
+    biases: GroupParams,
 }
 
 impl AffineWeight {
@@ -52,6 +140,19 @@ impl AffineWeight {
         packed: Vec<u32>,
         scales: Vec<f32>,
         biases: Vec<f32>,
+    ) -> Result<Self> {
+        Self::with_params(bits, group_size, n, k, packed, GroupParams::F32(scales), GroupParams::F32(biases))
+    }
+
+    /// `new` with scales and biases kept in their stored float type.
+    pub fn with_params(
+        bits: u32,
+        group_size: usize,
+        n: usize,
+        k: usize,
+        packed: Vec<u32>,
+        scales: GroupParams,
+        biases: GroupParams,
     ) -> Result<Self> {
         check_params(bits, group_size, n, k)?;
         let words = n * (k * bits as usize / 32);
@@ -70,9 +171,10 @@ impl AffineWeight {
         if biases.len() != groups {
             return bad("biases", biases.len(), groups);
         }
-        if let Some(i) = scales.iter().chain(&biases).position(|v| !v.is_finite()) {
-            let what = if i < groups { "scales" } else { "biases" };
-            return Err(Error::Quantization(format!("{what} contain a non-finite value (element {})", i % groups)));
+        for (what, p) in [("scales", &scales), ("biases", &biases)] {
+            if let Some(i) = p.first_non_finite() {
+                return Err(Error::Quantization(format!("{what} contain a non-finite value (element {i})")));
+            }
         }
         Ok(AffineWeight { bits, group_size, n, k, packed, scales, biases })
     }
@@ -82,7 +184,24 @@ impl AffineWeight {
     /// # Panics
     /// If `x.len() != m * k` or `out.len() != m * n` (a caller bug, not a property of user input).
     pub fn matmul(&self, x: &[f32], m: usize, out: &mut [f32]) {
-        self.matmul_on(selected_path(), x, m, out)
+        self.matmul_on(selected_path(), x, m, out, None, false)
+    }
+
+    /// `matmul` plus `bias` (length n) added to every output row in the same pass.
+    ///
+    /// # Panics
+    /// As `matmul`, and if `bias.len() != n`.
+    pub fn matmul_bias(&self, x: &[f32], m: usize, out: &mut [f32], bias: Option<&[f32]>) {
+        self.matmul_on(selected_path(), x, m, out, bias, false)
+    }
+
+    /// `out[m, n] += x[m, k] · Wᵀ`: adds onto what `out` holds (say a bias and a residual written
+    /// first), in the pass that computes the product.
+    ///
+    /// # Panics
+    /// As `matmul`.
+    pub fn matmul_acc(&self, x: &[f32], m: usize, out: &mut [f32]) {
+        self.matmul_on(selected_path(), x, m, out, None, true)
     }
 
     /// `matmul` on a chosen path; an error when this CPU cannot run it.
@@ -90,7 +209,7 @@ impl AffineWeight {
         if !path.is_available() {
             return Err(Error::Quantization(format!("kernel path `{}` is not available on this CPU", path.name())));
         }
-        self.matmul_on(path, x, m, out);
+        self.matmul_on(path, x, m, out, None, false);
         Ok(())
     }
 
@@ -107,25 +226,43 @@ impl AffineWeight {
         let Some(ops) = driver::Ops::for_path(path) else {
             return self.matmul_with(path, x, m, out);
         };
-        assert_eq!(x.len(), m * self.k, "qkernel matmul: x has {} elements, expected {m}×{}", x.len(), self.k);
-        assert_eq!(out.len(), m * self.n, "qkernel matmul: out has {} elements, expected {m}×{}", out.len(), self.n);
+        self.check_sizes(x, m, out, None);
         match strategy {
-            Strategy::Auto => driver::matmul(self, ops, x, m, out),
-            Strategy::Gemv => driver::gemv(self, ops, x, m, out),
-            Strategy::Tiled => driver::tiled(self, ops, x, m, out),
+            Strategy::Auto => driver::matmul(self, ops, x, m, out, None, false),
+            Strategy::Gemv => {
+                if !driver::gemv(self, ops, x, m, out, None, false) {
+                    driver::fused(self, ops, x, m, out, None, false)
+                }
+            }
+            Strategy::Fused => driver::fused(self, ops, x, m, out, None, false),
+            Strategy::Tiled => driver::tiled(self, ops, x, m, out, None, false),
         }
         Ok(())
     }
 
-    fn matmul_on(&self, path: KernelPath, x: &[f32], m: usize, out: &mut [f32]) {
+    fn check_sizes(&self, x: &[f32], m: usize, out: &[f32], bias: Option<&[f32]>) {
         assert_eq!(x.len(), m * self.k, "qkernel matmul: x has {} elements, expected {m}×{}", x.len(), self.k);
         assert_eq!(out.len(), m * self.n, "qkernel matmul: out has {} elements, expected {m}×{}", out.len(), self.n);
+        if let Some(b) = bias {
+            assert_eq!(b.len(), self.n, "qkernel matmul: bias has {} elements, expected {}", b.len(), self.n);
+        }
+    }
+
+    fn matmul_on(&self, path: KernelPath, x: &[f32], m: usize, out: &mut [f32], bias: Option<&[f32]>, acc: bool) {
+        self.check_sizes(x, m, out, bias);
         if m == 0 || self.n == 0 {
             return;
         }
-        match driver::Ops::for_path(path) {
-            Some(ops) => driver::matmul(self, ops, x, m, out),
-            None => scalar::matmul(self, x, m, out),
+        if let Some(ops) = driver::Ops::for_path(path) {
+            return driver::matmul(self, ops, x, m, out, bias, acc);
+        }
+        let mut y = vec![0f32; m * self.n];
+        scalar::matmul(self, x, m, &mut y);
+        for (orow, yrow) in out.chunks_exact_mut(self.n).zip(y.chunks_exact(self.n)) {
+            for (j, (o, v)) in orow.iter_mut().zip(yrow).enumerate() {
+                let v = v + bias.map_or(0.0, |b| b[j]);
+                *o = if acc { *o + v } else { v };
+            }
         }
     }
 
@@ -136,10 +273,11 @@ impl AffineWeight {
     pub fn dequantize_rows(&self, rows: Range<usize>, out: &mut [f32]) {
         assert!(rows.start <= rows.end && rows.end <= self.n, "qkernel: rows {rows:?} out of 0..{}", self.n);
         assert_eq!(out.len(), rows.len() * self.k, "qkernel dequantize_rows: wrong output size");
-        let dequant =
-            driver::Ops::for_path(selected_path()).map_or(scalar::dequantize_row as driver::DequantFn, |o| o.dequant);
+        let dequant = driver::Ops::for_path(selected_path())
+            .map_or(scalar::dequantize_groups as driver::DequantFn, |o| o.dequant);
+        let groups = self.k / self.group_size;
         for (i, r) in rows.enumerate() {
-            dequant(self, r, &mut out[i * self.k..(i + 1) * self.k]);
+            dequant(self, r, 0..groups, &mut out[i * self.k..(i + 1) * self.k]);
         }
     }
 
@@ -158,15 +296,27 @@ impl AffineWeight {
     pub fn packed(&self) -> &[u32] {
         &self.packed
     }
-    pub fn scales(&self) -> &[f32] {
+    /// Scales `[n, k / group_size]` as f32 (converted when stored as 16-bit).
+    pub fn scales(&self) -> Cow<'_, [f32]> {
+        self.scales.to_f32()
+    }
+    /// Biases `[n, k / group_size]` as f32 (converted when stored as 16-bit).
+    pub fn biases(&self) -> Cow<'_, [f32]> {
+        self.biases.to_f32()
+    }
+    /// Scales as stored.
+    pub fn scale_params(&self) -> &GroupParams {
         &self.scales
     }
-    pub fn biases(&self) -> &[f32] {
+    /// Biases as stored.
+    pub fn bias_params(&self) -> &GroupParams {
         &self.biases
     }
     /// Bytes held in memory (codes + scales + biases).
     pub fn memory_bytes(&self) -> usize {
-        4 * (self.packed.len() + self.scales.len() + self.biases.len())
+        4 * self.packed.len()
+            + self.scales.len() * self.scales.elem_bytes()
+            + self.biases.len() * self.biases.elem_bytes()
     }
 
     fn words_per_row(&self) -> usize {
@@ -174,9 +324,13 @@ impl AffineWeight {
     }
 
     /// Packed words, scales and biases of row `r`.
-    fn row_parts(&self, r: usize) -> (&[u32], &[f32], &[f32]) {
+    pub(crate) fn row_parts(&self, r: usize) -> (&[u32], ParamRow<'_>, ParamRow<'_>) {
         let (wpr, g) = (self.words_per_row(), self.k / self.group_size);
-        (&self.packed[r * wpr..(r + 1) * wpr], &self.scales[r * g..(r + 1) * g], &self.biases[r * g..(r + 1) * g])
+        (
+            &self.packed[r * wpr..(r + 1) * wpr],
+            self.scales.slice(r * g..(r + 1) * g),
+            self.biases.slice(r * g..(r + 1) * g),
+        )
     }
 }
 
@@ -250,12 +404,16 @@ pub fn quantize(w: &[f32], n: usize, k: usize, bits: u32, group_size: usize) -> 
     AffineWeight::new(bits, group_size, n, k, packed, scales, biases)
 }
 
-/// How a SIMD path multiplies: fused dequantize-and-dot per weight row (`Gemv`, for few activation
-/// rows) or dequantized L2-sized tiles fed to f32 GEMM (`Tiled`); `Auto` picks by row count.
+/// How a SIMD path multiplies: codes dequantized in registers straight into the dot products
+/// (`Gemv`, one to four activation rows; paths without that kernel, or other bit widths than 4 and
+/// 8, fall back to `Fused`), weight panels dequantized per k-chunk into cache and multiplied by a
+/// register-blocked dot-product kernel (`Fused`), or dequantized tiles fed to the `gemm` crate's f32
+/// kernel (`Tiled`); `Auto` picks by row count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Strategy {
     Auto,
     Gemv,
+    Fused,
     Tiled,
 }
 

@@ -1,6 +1,8 @@
 //! Portable scalar kernels: the reference every SIMD path is tested against, and the fallback on
 //! CPUs without one. Written for clarity, not speed.
 
+use std::ops::Range;
+
 use super::AffineWeight;
 
 /// Code `j` of a packed row: MLX stores each row as a little-endian, LSB-first stream of `bits`-wide
@@ -16,18 +18,22 @@ pub(crate) fn code(row: &[u32], j: usize, bits: u32) -> u32 {
     v & ((1u32 << bits) - 1)
 }
 
-/// Dequantize one weight row into `out` (len k): `w = scale * q + bias` per group, in f32.
-pub(crate) fn dequantize_row(w: &AffineWeight, r: usize, out: &mut [f32]) {
-    let (k, gs, bits) = (w.k, w.group_size, w.bits);
-    let row = &w.packed[r * w.words_per_row()..(r + 1) * w.words_per_row()];
-    let groups = k / gs;
-    for (g, chunk) in out[..k].chunks_exact_mut(gs).enumerate() {
-        let s = w.scales[r * groups + g];
-        let b = w.biases[r * groups + g];
+/// Dequantize groups `groups` of row `r` into `out[..groups.len() * group_size]`:
+/// `w = scale * q + bias` per group, in f32.
+pub(crate) fn dequantize_groups(w: &AffineWeight, r: usize, groups: Range<usize>, out: &mut [f32]) {
+    let (gs, bits) = (w.group_size, w.bits);
+    let (row, scales, biases) = w.row_parts(r);
+    for (chunk, g) in out[..groups.len() * gs].chunks_exact_mut(gs).zip(groups) {
+        let (s, b) = (scales.get(g), biases.get(g));
         for (i, o) in chunk.iter_mut().enumerate() {
             *o = (code(row, g * gs + i, bits) as f32).mul_add(s, b);
         }
     }
+}
+
+/// Dequantize one weight row into `out` (len k).
+pub(crate) fn dequantize_row(w: &AffineWeight, r: usize, out: &mut [f32]) {
+    dequantize_groups(w, r, 0..w.k / w.group_size, out)
 }
 
 /// `out[m, n] = x[m, k] · Wᵀ`: dequantize each weight row, then a plain dot product per input row.

@@ -45,7 +45,7 @@ fn random_weight(rng: &mut Rng, bits: u32, gs: usize, n: usize, k: usize) -> Aff
 }
 
 fn paths_here() -> Vec<(String, Ops)> {
-    let mut v = vec![("portable(neon)".to_string(), Ops::portable())];
+    let mut v = vec![("portable(neon)".to_string(), Ops::portable()), ("scalar ops".to_string(), driver::scalar_ops())];
     for p in [KernelPath::Avx2, KernelPath::Avx512, KernelPath::Neon] {
         if let Some(o) = Ops::for_path(p) {
             v.push((p.name().to_string(), o));
@@ -206,7 +206,7 @@ fn every_path_matches_scalar_on_odd_shapes() {
             // k = one group; k = 3 or 5 groups (not a multiple of any SIMD width × group); n = 1; n odd.
             for (n, k) in [(1, gs), (7, gs), (1, 3 * gs), (19, 5 * gs), (40, 3 * gs)] {
                 let w = random_weight(&mut rng, bits, gs, n, k);
-                for m in [1, 2, 5, 33] {
+                for m in [1, 2, 3, 4, 5, 33] {
                     let x = rng.vec(m * k);
                     let mut want = vec![0f32; m * n];
                     scalar::matmul(&w, &x, m, &mut want);
@@ -214,14 +214,19 @@ fn every_path_matches_scalar_on_odd_shapes() {
                     for (name, ops) in paths_here() {
                         let what = format!("{name} bits {bits} gs {gs} m {m} n {n} k {k}");
                         let mut got = vec![f32::NAN; m * n];
-                        driver::gemv(&w, ops, &x, m, &mut got);
-                        assert_close(&format!("{what} gemv"), &got, &want, &scale);
+                        driver::fused(&w, ops, &x, m, &mut got, None, false);
+                        assert_close(&format!("{what} fused"), &got, &want, &scale);
                         let mut got = vec![f32::NAN; m * n];
-                        driver::tiled(&w, ops, &x, m, &mut got);
+                        driver::tiled(&w, ops, &x, m, &mut got, None, false);
                         assert_close(&format!("{what} tiled"), &got, &want, &scale);
+                        let mut got = vec![f32::NAN; m * n];
+                        if driver::gemv(&w, ops, &x, m, &mut got, None, false) {
+                            assert!(ops.gemv4.is_some() && matches!(bits, 4 | 8), "{what}: gemv ran");
+                            assert_close(&format!("{what} gemv"), &got, &want, &scale);
+                        }
                         let mut deq = vec![f32::NAN; n * k];
                         for r in 0..n {
-                            (ops.dequant)(&w, r, &mut deq[r * k..(r + 1) * k]);
+                            (ops.dequant)(&w, r, 0..k / gs, &mut deq[r * k..(r + 1) * k]);
                         }
                         let mut want_deq = vec![0f32; n * k];
                         scalar_dequant_all(&w, &mut want_deq);
@@ -301,4 +306,141 @@ fn new_rejects_bad_layouts() {
     assert!(AffineWeight::new(4, 64, 1, 64, vec![0; 8], vec![f32::NAN], vec![0.0]).is_err(), "NaN scale");
     assert!(quantize(&[f32::INFINITY; 64], 1, 64, 4, 64).is_err());
     assert!(quantize(&[0.0; 63], 1, 64, 4, 64).is_err());
+}
+
+/// Weights stored with 16-bit scales/biases (as MLX checkpoints hold them) compute exactly what the
+/// same values widened to f32 compute, on every path and strategy, with and without a bias.
+#[test]
+fn half_params_and_fused_bias_match_f32() {
+    let mut rng = Rng(6);
+    let (n, k) = (37, 320);
+    for bits in [4, 8, 3] {
+        for gs in [32, 64] {
+            let w32 = random_weight(&mut rng, bits, gs, n, k);
+            let (s, b) = (w32.scales(), w32.biases());
+            let as_bf16 = |v: &[f32]| GroupParams::Bf16(v.iter().map(|&x| half::bf16::from_f32(x)).collect());
+            let as_f16 = |v: &[f32]| GroupParams::F16(v.iter().map(|&x| half::f16::from_f32(x)).collect());
+            for (kind, sp, bp) in [("bf16", as_bf16(&s), as_bf16(&b)), ("f16", as_f16(&s), as_f16(&b))] {
+                let wh = AffineWeight::with_params(bits, gs, n, k, w32.packed().to_vec(), sp, bp).unwrap();
+                assert_eq!(wh.scale_params().dtype_name(), kind);
+                assert_eq!(wh.memory_bytes(), 4 * w32.packed().len() + 2 * 2 * s.len());
+                // The same rounded values in f32: the reference for the 16-bit copy.
+                let wr = AffineWeight::new(
+                    bits,
+                    gs,
+                    n,
+                    k,
+                    w32.packed().to_vec(),
+                    wh.scales().to_vec(),
+                    wh.biases().to_vec(),
+                )
+                .unwrap();
+                let bias = rng.vec(n);
+                for m in [1, 2, 3, 17, 40] {
+                    let x = rng.vec(m * k);
+                    let mut want = vec![0f32; m * n];
+                    scalar::matmul(&wr, &x, m, &mut want);
+                    for (i, v) in want.iter_mut().enumerate() {
+                        *v += bias[i % n];
+                    }
+                    let mut scale = abs_scale(&wr, &x, m);
+                    scale.iter_mut().for_each(|s| *s += 1.0);
+                    for (name, ops) in paths_here() {
+                        let what = format!("{kind} {name} bits {bits} gs {gs} m {m}");
+                        let mut got = vec![f32::NAN; m * n];
+                        driver::fused(&wh, ops, &x, m, &mut got, Some(&bias), false);
+                        assert_close(&format!("{what} fused+bias"), &got, &want, &scale);
+                        let mut got = vec![f32::NAN; m * n];
+                        driver::tiled(&wh, ops, &x, m, &mut got, Some(&bias), false);
+                        assert_close(&format!("{what} tiled+bias"), &got, &want, &scale);
+                        let mut got = vec![f32::NAN; m * n];
+                        if driver::gemv(&wh, ops, &x, m, &mut got, Some(&bias), false) {
+                            assert_close(&format!("{what} gemv+bias"), &got, &want, &scale);
+                        }
+                    }
+                    let mut got = vec![f32::NAN; m * n];
+                    wh.matmul_bias(&x, m, &mut got, Some(&bias));
+                    assert_close(&format!("{kind} selected m {m}"), &got, &want, &scale);
+                }
+            }
+        }
+    }
+}
+
+/// The tiled path splits weights larger than one tile; rows past the first tile land in place.
+#[test]
+fn tiled_path_splits_large_weights() {
+    let mut rng = Rng(7);
+    // 4 M floats per tile: k = 32768 leaves 128 rows per tile, so 300 rows take three tiles.
+    let (n, k, m) = (300, 32768, 20);
+    let w = random_weight(&mut rng, 4, 128, n, k);
+    let x = rng.vec(m * k);
+    let mut want = vec![0f32; m * n];
+    scalar::matmul(&w, &x, m, &mut want);
+    let scale = abs_scale(&w, &x, m);
+    for (name, ops) in paths_here() {
+        let mut got = vec![f32::NAN; m * n];
+        driver::tiled(&w, ops, &x, m, &mut got, None, false);
+        assert_close(&format!("{name} tiled"), &got, &want, &scale);
+    }
+}
+
+/// The register-dequantizing kernel runs where the path has one (AVX-512) for 4 and 8 bits.
+#[test]
+fn gemv_kernel_covers_four_and_eight_bits_on_avx512() {
+    let Some(ops) = Ops::for_path(KernelPath::Avx512) else { return };
+    let mut rng = Rng(8);
+    for (bits, runs) in [(4, true), (8, true), (3, false), (6, false)] {
+        let w = random_weight(&mut rng, bits, 64, 9, 192);
+        let x = rng.vec(2 * 192);
+        let mut out = vec![0f32; 2 * 9];
+        assert_eq!(driver::gemv(&w, ops, &x, 2, &mut out, None, false), runs, "bits {bits}");
+    }
+}
+
+/// `matmul_acc` and every strategy with `accumulate` add the product (and bias) onto the output.
+#[test]
+fn accumulate_adds_onto_the_output() {
+    let mut rng = Rng(9);
+    let (n, k) = (21, 256);
+    for bits in [4, 8, 5] {
+        let w = random_weight(&mut rng, bits, 64, n, k);
+        let bias = rng.vec(n);
+        for m in [1, 2, 6, 90] {
+            let x = rng.vec(m * k);
+            let start = rng.vec(m * n);
+            let mut prod = vec![0f32; m * n];
+            scalar::matmul(&w, &x, m, &mut prod);
+            let mut scale = abs_scale(&w, &x, m);
+            scale.iter_mut().for_each(|s| *s += 4.0);
+            let want: Vec<f32> = (0..m * n).map(|i| start[i] + prod[i] + bias[i % n]).collect();
+            let want_nob: Vec<f32> = (0..m * n).map(|i| start[i] + prod[i]).collect();
+            for (name, ops) in paths_here() {
+                let what = format!("{name} bits {bits} m {m}");
+                for strategy in ["gemv", "fused", "tiled"] {
+                    let mut got = start.clone();
+                    let ran = match strategy {
+                        "gemv" => driver::gemv(&w, ops, &x, m, &mut got, Some(&bias), true),
+                        "fused" => {
+                            driver::fused(&w, ops, &x, m, &mut got, Some(&bias), true);
+                            true
+                        }
+                        _ => {
+                            driver::tiled(&w, ops, &x, m, &mut got, Some(&bias), true);
+                            true
+                        }
+                    };
+                    if ran {
+                        assert_close(&format!("{what} {strategy} acc+bias"), &got, &want, &scale);
+                    }
+                }
+            }
+            let mut got = start.clone();
+            w.matmul_acc(&x, m, &mut got);
+            assert_close(&format!("matmul_acc bits {bits} m {m}"), &got, &want_nob, &scale);
+            let mut got = start.clone();
+            w.matmul_with(KernelPath::Scalar, &x, m, &mut got).unwrap();
+            assert_close(&format!("scalar overwrites bits {bits} m {m}"), &got, &prod, &scale);
+        }
+    }
 }
