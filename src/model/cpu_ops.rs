@@ -338,23 +338,6 @@ multiversion!(
     }
 );
 
-multiversion!(
-    /// Each row of `x` (width `bias.len()`) gets `bias` added.
-    add_rows(x: &mut [f32], bias: &[f32]) {
-        for row in x.chunks_exact_mut(bias.len()) {
-            for (v, b) in row.iter_mut().zip(bias) {
-                *v += *b;
-            }
-        }
-    }
-);
-
-multiversion!(add_assign(x: &mut [f32], y: &[f32]) {
-    for (v, w) in x.iter_mut().zip(y) {
-        *v += *w;
-    }
-});
-
 /// Rows of activations up to which a linear layer takes dot products straight off the weight rows
 /// (memory-bound; nothing is packed) instead of a GEMM, whose packing would cost more than the
 /// arithmetic (measured: a 12-token MiniLM query spent half its time in gemm's packing).

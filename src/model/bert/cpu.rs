@@ -27,25 +27,20 @@ fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
 fn linear(lin: &Linear, x: &[f32], m: usize, out: &mut [f32], residual: Option<&[f32]>) -> Result<()> {
     let n = lin.out_dim();
     let out = &mut out[..m * n];
+    // Bias and residual go into `out` first; the matmul adds onto them.
+    let bias = match lin {
+        Linear::Dense { bias, .. } | Linear::Quantized { bias, .. } | Linear::DeviceQuantized { bias, .. } => bias,
+    };
+    match bias {
+        Some(b) => with_f32(b, |b| ops::fill_rows(out, Some(b), residual))?,
+        None => ops::fill_rows(out, None, residual),
+    }
     match lin {
-        Linear::Dense { weight, bias } => {
-            // Bias and residual go into `out` first; the matmul adds onto them.
-            match bias {
-                Some(b) => with_f32(b, |b| ops::fill_rows(out, Some(b), residual))?,
-                None => ops::fill_rows(out, None, residual),
-            }
+        Linear::Dense { weight, .. } => {
             let k = weight.dims()[1];
             with_f32(weight, |w| ops::matmul_nt(x, w, m, n, k, out, true))?;
         }
-        Linear::Quantized { weight, bias } => {
-            weight.matmul(&x[..m * weight.k()], m, out);
-            if let Some(b) = bias {
-                with_f32(b, |b| ops::add_rows(out, b))?;
-            }
-            if let Some(r) = residual {
-                ops::add_assign(out, &r[..m * n]);
-            }
-        }
+        Linear::Quantized { weight, .. } => weight.matmul_acc(&x[..m * weight.k()], m, out),
         // Only loaded for CUDA devices, which never take this path.
         Linear::DeviceQuantized { .. } => {
             return Err(candle_core::Error::Msg("CPU fast path got a GPU-resident quantized layer".into()).into())
