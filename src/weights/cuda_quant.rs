@@ -153,17 +153,8 @@ fn check_layout(l: &Layout, what: &str) -> candle_core::Result<()> {
     Ok(())
 }
 
-/// Code `j` of a packed row (LSB-first bit stream; 3/5/6-bit codes may straddle two words), as the
-/// kernel's `code_at` reads it.
-fn code_at(row: &[u32], j: usize, bits: u32) -> u32 {
-    let off = j * bits as usize;
-    let (w, sh) = (off / 32, (off % 32) as u32);
-    let mut v = row[w] >> sh;
-    if sh + bits > 32 {
-        v |= row[w + 1] << (32 - sh);
-    }
-    v & ((1u32 << bits) - 1)
-}
+/// Code `j` of a packed row, read as the CPU kernels read it (the device kernel's `code_at` mirrors it).
+use super::qkernel::code as code_at;
 
 impl CustomOp3 for Dequant {
     fn name(&self) -> &'static str {

@@ -12,6 +12,8 @@ mod avx512;
 mod driver;
 mod neon;
 mod scalar;
+
+pub(crate) use scalar::code;
 #[cfg(test)]
 mod tests;
 
