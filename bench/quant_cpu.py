@@ -15,7 +15,7 @@ and not the batching. `--f32-default-budget` adds a row for f32 at the engine's 
 what a user of a float model gets today; long documents then go through attention in larger padded
 batches, which costs more on this CPU than the kernels do.
 
-    python3 bench/quant_cpu.py                      # defaults: 3 rounds, 128 MiniLM / 32 Qwen3 documents
+    python3 bench/quant_cpu.py                      # defaults: 3 rounds, 256 MiniLM / 32 Qwen3 documents
     python3 bench/quant_cpu.py --rounds 5 --qwen-limit 200 --json .cache/results/quant-cpu.json
 """
 
@@ -42,7 +42,7 @@ def main():
     ap.add_argument("--input", default=os.path.join(ROOT, "..", "shared", "data", "scifact", "corpus.jsonl"))
     ap.add_argument("--models", default="minilm,qwen3-0.6b")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--minilm-limit", type=int, default=128)
+    ap.add_argument("--minilm-limit", type=int, default=256)
     ap.add_argument("--qwen-limit", type=int, default=32)
     ap.add_argument("--latency", type=int, default=20, help="single-query requests per bench call")
     ap.add_argument("--max-batch-tokens", type=int, default=1024, help="padded tokens per forward pass, every variant")
