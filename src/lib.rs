@@ -11,6 +11,9 @@ pub mod error;
 pub mod eval;
 pub mod model;
 pub mod server;
+// Some helpers serve only the x86-64 fast path (model::cpu_ops).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+mod simd;
 pub mod source;
 pub mod spec;
 pub mod synth;

@@ -9,6 +9,7 @@ use crate::spec::{Activation, BertConfig, Head};
 use crate::weights::{Linear, WeightStore};
 use crate::{Error, Result};
 
+#[cfg(target_arch = "x86_64")]
 mod cpu;
 
 struct Layer {
@@ -80,6 +81,7 @@ impl Bert {
                 self.pos.num_rows()
             )));
         }
+        #[cfg(target_arch = "x86_64")]
         if self.cpu_fast_path(batch) {
             return self.forward_cpu(batch);
         }

@@ -2,6 +2,9 @@
 //! output is final hidden states (embedders) or one score per row (rerankers).
 
 pub mod bert;
+// The f32 CPU fast path calls the `gemm` crate, an x86-64-only dependency; other CPUs (Apple
+// silicon) keep candle's path.
+#[cfg(target_arch = "x86_64")]
 mod cpu_ops;
 pub mod cuda_ops;
 pub mod layers;

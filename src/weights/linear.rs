@@ -6,6 +6,7 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Module, Storage, Tensor};
 
 use super::cuda_quant::DeviceAffine;
+use super::dense_cpu::{self, with_f32};
 use super::qkernel::AffineWeight;
 
 #[derive(Debug, Clone)]
@@ -37,6 +38,31 @@ impl Linear {
             Linear::Quantized { weight, .. } => weight.n(),
             Linear::DeviceQuantized { weight, .. } => weight.n(),
         }
+    }
+
+    /// f32 CPU buffers: `out[m, n] = x[m, k] · Wᵀ + bias (+ residual)`, dense or quantized alike.
+    /// Bias and residual go into `out` first; the matmul accumulates onto them.
+    pub fn forward_f32(&self, x: &[f32], m: usize, out: &mut [f32], residual: Option<&[f32]>) -> crate::Result<()> {
+        let n = self.out_dim();
+        let out = &mut out[..m * n];
+        let bias = match self {
+            Linear::Dense { bias, .. } | Linear::Quantized { bias, .. } | Linear::DeviceQuantized { bias, .. } => bias,
+        };
+        match bias {
+            Some(b) => with_f32(b, |b| dense_cpu::fill_rows(out, Some(b), residual))?,
+            None => dense_cpu::fill_rows(out, None, residual),
+        }
+        match self {
+            Linear::Dense { weight, .. } => {
+                let k = weight.dims()[1];
+                with_f32(weight, |w| dense_cpu::matmul_nt(x, w, m, n, k, out, true))?;
+            }
+            Linear::Quantized { weight, .. } => weight.matmul_acc(&x[..m * weight.k()], m, out),
+            Linear::DeviceQuantized { .. } => {
+                return Err(candle_core::Error::Msg("a GPU-resident quantized layer has no CPU buffers".into()).into())
+            }
+        }
+        Ok(())
     }
 
     pub fn is_quantized(&self) -> bool {

@@ -3,6 +3,7 @@
 //! whose storage the model code does not need to know.
 
 pub mod cuda_quant;
+pub(crate) mod dense_cpu;
 pub mod embedding;
 pub mod linear;
 pub mod qkernel;

@@ -4,50 +4,15 @@
 //! [`Bert::forward`]; buffers are reused between layers and the element-wise work is vectorized
 //! (see `model::cpu_ops` for why this path exists).
 
-use candle_core::{CpuStorage, DType, Device, Storage, Tensor};
+use candle_core::{DType, Device, Tensor};
 
 use super::super::cpu_ops as ops;
 use super::super::layers::LayerNorm;
 use super::super::Batch;
 use super::Bert;
 use crate::spec::Activation;
-use crate::weights::Linear;
+use crate::weights::dense_cpu::with_f32;
 use crate::Result;
-
-/// Borrow a contiguous f32 CPU tensor as a slice for the duration of `f`.
-fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
-    let (storage, layout) = t.storage_and_layout();
-    match (&*storage, layout.contiguous_offsets()) {
-        (Storage::Cpu(CpuStorage::F32(v)), Some((a, b))) => Ok(f(&v[a..b])),
-        _ => Err(candle_core::Error::Msg("CPU fast path needs contiguous f32 weights".into()).into()),
-    }
-}
-
-/// `out[m, n] = x[m, k] · Wᵀ + bias (+ residual)`.
-fn linear(lin: &Linear, x: &[f32], m: usize, out: &mut [f32], residual: Option<&[f32]>) -> Result<()> {
-    let n = lin.out_dim();
-    let out = &mut out[..m * n];
-    // Bias and residual go into `out` first; the matmul adds onto them.
-    let bias = match lin {
-        Linear::Dense { bias, .. } | Linear::Quantized { bias, .. } | Linear::DeviceQuantized { bias, .. } => bias,
-    };
-    match bias {
-        Some(b) => with_f32(b, |b| ops::fill_rows(out, Some(b), residual))?,
-        None => ops::fill_rows(out, None, residual),
-    }
-    match lin {
-        Linear::Dense { weight, .. } => {
-            let k = weight.dims()[1];
-            with_f32(weight, |w| ops::matmul_nt(x, w, m, n, k, out, true))?;
-        }
-        Linear::Quantized { weight, .. } => weight.matmul_acc(&x[..m * weight.k()], m, out),
-        // Only loaded for CUDA devices, which never take this path.
-        Linear::DeviceQuantized { .. } => {
-            return Err(candle_core::Error::Msg("CPU fast path got a GPU-resident quantized layer".into()).into())
-        }
-    }
-    Ok(())
-}
 
 fn layer_norm(ln: &LayerNorm, x: &mut [f32], dim: usize) -> Result<()> {
     let (w, b, eps) = ln.params();
@@ -97,20 +62,20 @@ impl Bert {
         let mut a = vec![0f32; t * h];
         let mut inter = vec![0f32; t * inter_dim];
         for layer in &self.layers {
-            linear(&layer.q, &x, t, &mut q, None)?;
-            linear(&layer.k, &x, t, &mut k, None)?;
-            linear(&layer.v, &x, t, &mut v, None)?;
+            layer.q.forward_f32(&x, t, &mut q, None)?;
+            layer.k.forward_f32(&x, t, &mut k, None)?;
+            layer.v.forward_f32(&x, t, &mut v, None)?;
             ops::attention_varlen(&q, &k, &v, h, &seqs, heads, hd, false, &mut ctx);
-            linear(&layer.attn_out, &ctx, t, &mut a, Some(&x))?;
+            layer.attn_out.forward_f32(&ctx, t, &mut a, Some(&x))?;
             layer_norm(&layer.attn_ln, &mut a, h)?;
-            linear(&layer.inter, &a, t, &mut inter, None)?;
+            layer.inter.forward_f32(&a, t, &mut inter, None)?;
             match self.act {
                 Activation::Gelu => ops::gelu_erf(&mut inter),
                 Activation::GeluTanh => ops::gelu_tanh(&mut inter),
                 Activation::Relu => ops::relu(&mut inter),
                 Activation::Silu => ops::silu(&mut inter),
             }
-            linear(&layer.out, &inter, t, &mut x, Some(&a))?;
+            layer.out.forward_f32(&inter, t, &mut x, Some(&a))?;
             layer_norm(&layer.out_ln, &mut x, h)?;
         }
 

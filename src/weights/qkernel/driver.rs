@@ -302,16 +302,17 @@ pub(crate) fn tiled(w: &AffineWeight, ops: Ops, x: &[f32], m: usize, out: &mut [
                     }
                 }
             }
-            sgemm_nt(m, nt, k, x, tile, &mut out[r0..], n, acc || bias.is_some(), ops);
+            sgemm_nt(m, nt, k, x, tile, &mut out[r0..], n, acc || bias.is_some());
         }
     })
 }
 
 /// `out[i * ldo + j] (+)= Σ_l x[i * k + l] · tile[j * k + l]` for i < m, j < nt: the tile is
 /// [nt, k] row-major, so its transpose is read by strides. `accumulate` keeps what `out` holds.
+/// Also the dense GEMM of the f32 CPU fast path (`model::cpu_ops`), so both go through one call.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
-fn sgemm_nt(
+pub(crate) fn sgemm_nt(
     m: usize,
     nt: usize,
     k: usize,
@@ -320,7 +321,6 @@ fn sgemm_nt(
     out: &mut [f32],
     ldo: usize,
     accumulate: bool,
-    _ops: Ops,
 ) {
     assert!(x.len() >= m * k && tile.len() >= nt * k && nt <= ldo && out.len() >= (m - 1) * ldo + nt);
     let threads = rayon::current_num_threads();
@@ -356,7 +356,7 @@ fn sgemm_nt(
 /// underneath) does the tile, with plain dot products as the fallback should it fail.
 #[cfg(not(target_arch = "x86_64"))]
 #[allow(clippy::too_many_arguments)]
-fn sgemm_nt(
+pub(crate) fn sgemm_nt(
     m: usize,
     nt: usize,
     k: usize,
@@ -365,7 +365,6 @@ fn sgemm_nt(
     out: &mut [f32],
     ldo: usize,
     accumulate: bool,
-    _ops: Ops,
 ) {
     use candle_core::{Device, Tensor};
     let run = || -> candle_core::Result<Vec<f32>> {

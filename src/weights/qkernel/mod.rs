@@ -13,6 +13,7 @@ mod driver;
 mod neon;
 mod scalar;
 
+pub(crate) use driver::sgemm_nt;
 pub(crate) use scalar::code;
 #[cfg(test)]
 mod tests;
