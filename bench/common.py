@@ -110,12 +110,13 @@ def run_embedrank(binary, args, env_extra=None):
 def print_table(rows, baseline="embedrank"):
     """One line per runner; the ratio column is embedrank's tokens/s over that runner's."""
     base = next((r for r in rows if r["name"] == baseline), None)
-    print(f"{'runner':<34} {'tokens/s':>10} {'texts/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'embedrank x':>12}")
+    head = f"{baseline} x"
+    print(f"{'runner':<34} {'tokens/s':>10} {'texts/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {head:>15}")
     for r in rows:
         lat = r.get("latency") or {}
         ratio = base["tokens_per_s"] / r["tokens_per_s"] if base and r["tokens_per_s"] > 0 else float("nan")
         f = lambda k: f"{lat[k]:8.2f}" if k in lat else f"{'-':>8}"
         print(
             f"{r['name']:<34} {r['tokens_per_s']:10.0f} {r['texts_per_s']:8.1f} {f('p50_ms')} {f('p95_ms')} "
-            f"{f('p99_ms')} {ratio:12.2f}"
+            f"{f('p99_ms')} {ratio:15.2f}"
         )

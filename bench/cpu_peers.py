@@ -20,6 +20,7 @@ Needs: sentence-transformers, onnxruntime, onnx, onnxscript (pip install into .v
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 
@@ -147,6 +148,8 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--embedrank", default=os.path.join(REPO, "target/release/embedrank"))
     ap.add_argument("--embedrank-args", default="", help="extra arguments for embedrank bench, e.g. '--dtype bf16'")
+    ap.add_argument("--int8", action="store_true",
+                    help="also run `embedrank --dtype int8` (8-bit weights and activations, integer dot products)")
     ap.add_argument("--onnx-dir", default=os.path.join(REPO, ".cache/onnx"))
     ap.add_argument("--skip", action="append", default=[], choices=["embedrank", "st", "ort"])
     ap.add_argument("--json", metavar="FILE", help="also write all results as JSON")
@@ -169,21 +172,25 @@ def main():
 
     # Runners: name -> (one timed pass, one latency request). Warm-up happens here.
     passes, lat_fns, extra = {}, {}, {}
-    if "embedrank" not in a.skip:
+    # embedrank variants: name -> extra `bench` arguments; each is a runner of its own.
+    variants = {} if "embedrank" in a.skip else {"embedrank": a.embedrank_args.split()}
+    if a.int8 and "embedrank" not in a.skip:
+        variants["embedrank int8"] = a.embedrank_args.split() + ["--dtype", "int8"]
+    er_reports = {name: [] for name in variants}
+    for name, extra_args in variants.items():
         if not os.path.exists(a.embedrank):
             sys.exit(f"{a.embedrank} not found: run `cargo build --release` or pass --embedrank")
         er_args = ["--model", src, "--input", a.input, "--limit", str(a.limit), "--batch-size", str(bs)]
-        er_args += ["--runs", "1"] + a.embedrank_args.split()
+        er_args += ["--runs", "1"] + extra_args
         er_env = {"RAYON_NUM_THREADS": str(a.threads)}
-        er_reports = []
 
-        def embedrank_pass():
+        def embedrank_pass(er_args=er_args, er_env=er_env, reports=er_reports[name]):
             # Its own process each round (loads in well under a second); latency only in the first.
-            n = a.latency_requests if not er_reports else 0
-            er_reports.append(common.run_embedrank(a.embedrank, er_args + ["--latency-requests", str(n)], er_env))
-            return er_reports[-1]["runs"][0]["wall_s"]
+            n = a.latency_requests if not reports else 0
+            reports.append(common.run_embedrank(a.embedrank, er_args + ["--latency-requests", str(n)], er_env))
+            return reports[-1]["runs"][0]["wall_s"]
 
-        passes["embedrank"] = embedrank_pass
+        passes[name] = embedrank_pass
     ref = None
     if "st" not in a.skip:
         st_name = f"sentence-transformers {torch.__version__}"
@@ -191,6 +198,24 @@ def main():
         ref = st.encode(docs, batch_size=bs, convert_to_numpy=True, normalize_embeddings=True)
         passes[st_name] = lambda: timed(lambda: st.encode(docs, batch_size=bs, convert_to_numpy=True))
         lat_fns[st_name] = lambda q: st.encode([q], batch_size=1)
+    if ref is not None:
+        # Agreement: every embedrank variant's embeddings of the same documents against sentence-transformers.
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            inp = os.path.join(tmp, "docs.jsonl")
+            with open(inp, "w") as f:
+                for d in docs:
+                    f.write(json.dumps({"text": d}) + "\n")
+            for name, extra_args in variants.items():
+                out = os.path.join(tmp, "out.npy")
+                cmd = [a.embedrank, "embed", "--model", src, "--input", inp, "--format", "npy", "-o", out, "-q"]
+                cmd += [x for x in extra_args if x != "--runs"]
+                print("+", " ".join(cmd), file=sys.stderr, flush=True)
+                subprocess.run(cmd, check=True, env=dict(os.environ, RAYON_NUM_THREADS=str(a.threads)))
+                v = np.load(out)
+                extra[name] = {"min_cosine_vs_st": float((v * ref).sum(1).min()),
+                               "mean_cosine_vs_st": float((v * ref).sum(1).mean())}
     if "ort" not in a.skip:
         import onnxruntime as ort
 
@@ -210,11 +235,12 @@ def main():
             walls[name].append(fn())
     rows = []
     for name in passes:
-        if name == "embedrank":
-            r = dict(er_reports[0])
-            r.update(common.result("embedrank", r["real_tokens"], r["texts"], walls[name], None))
-            r["latency"] = er_reports[0]["latency"]
-            r["peak_rss_bytes"] = max(x["peak_rss_bytes"] or 0 for x in er_reports) or None
+        if name in variants:
+            reports = er_reports[name]
+            r = dict(reports[0])
+            r.update(common.result(name, r["real_tokens"], r["texts"], walls[name], None, **extra.get(name, {})))
+            r["latency"] = reports[0]["latency"]
+            r["peak_rss_bytes"] = max(x["peak_rss_bytes"] or 0 for x in reports) or None
         else:
             lat = common.latencies(lat_fns[name], queries, a.latency_requests)
             r = common.result(name, real_tokens, len(docs), walls[name], lat, **extra.get(name, {}))
@@ -229,8 +255,12 @@ def main():
           f"{a.latency_requests} requests; load average {os.getloadavg()[0]:.2f}")
     for r in rows:
         if "min_cosine_vs_st" in r:
-            print(f"{r['name']}: min cosine to sentence-transformers {r['min_cosine_vs_st']:.6f}")
+            mean = f", mean {r['mean_cosine_vs_st']:.6f}" if "mean_cosine_vs_st" in r else ""
+            print(f"{r['name']}: min cosine to sentence-transformers {r['min_cosine_vs_st']:.6f}{mean}")
     common.print_table(rows)
+    for name in list(variants)[1:]:
+        print()
+        common.print_table(rows, baseline=name)
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"model": a.model, "threads": a.threads, "time": time.time(), "results": rows}, f, indent=1)

@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run --release --example qkernel_bench -- [--mode layers|stack|sweep|all] [--model minilm|qwen3|all]
 //!     [--m 1,8,32,256] [--paths avx512,avx2,scalar] [--group 64] [--min-time 0.3] [--clock wall|cpu]
-//!     [--strategy auto|gemv|fused|tiled]
+//!     [--strategy auto|gemv|fused|tiled|int]
 //! ```
 //! `--clock cpu` times by process CPU time instead of wall time: on a shared machine other processes
 //! do not inflate it (with `RAYON_NUM_THREADS=1` it is one core's work; with more threads it also
@@ -65,7 +65,8 @@ fn parse_args() -> anyhow::Result<Args> {
                     "gemv" => Strategy::Gemv,
                     "fused" => Strategy::Fused,
                     "tiled" => Strategy::Tiled,
-                    other => anyhow::bail!("--strategy wants auto, gemv, fused or tiled, not `{other}`"),
+                    "int" => Strategy::Int,
+                    other => anyhow::bail!("--strategy wants auto, gemv, fused, tiled or int, not `{other}`"),
                 }
             }
             "--clock" => match val()?.as_str() {

@@ -74,3 +74,35 @@ fn no_truncate_rejects_long_input() {
     let err = e.embed(&long, &EmbedOptions { no_truncate: true, ..Default::default() }).err().expect("error");
     assert!(err.to_string().contains("more than the model's maximum of 256"), "{err}");
 }
+
+/// `--dtype int8`: linear layers quantized at load to 8 bits (group 32); on AVX-512 VNNI CPUs the
+/// activations too (per group of 32, attention q/k/v excepted) with integer dot products. The bar is
+/// the one the speed issue sets for a lower-precision CPU path: cosine ≥ 0.999 to the float model
+/// (here: to sentence-transformers), batched and single.
+#[test]
+fn minilm_int8_stays_within_0_999_of_sentence_transformers() {
+    use embedrank::engine::{DtypeChoice, Engine, EngineOptions};
+    let fx = fixture("minilm_golden.json");
+    let texts = strings(&fx["texts"]);
+    let want = f32_rows(&fx["embeddings"]);
+    let mut opts = EngineOptions::default();
+    DtypeChoice::parse("int8").unwrap().apply(&mut opts);
+    let e = Engine::load(common::spec(MINILM), &opts).unwrap();
+    let batched = e.embed(&texts, &EmbedOptions { batch_size: Some(texts.len()), ..Default::default() }).unwrap();
+    let (mut min, mut sum) = (f64::MAX, 0.0);
+    for (i, text) in texts.iter().enumerate() {
+        let c = cosine(&batched.vectors[i], &want[i]);
+        assert!(c >= 0.999, "int8 batched text {i} cosine {c}");
+        let single = e.embed(std::slice::from_ref(text), &EmbedOptions::default()).unwrap();
+        let s = cosine(&single.vectors[0], &want[i]);
+        assert!(s >= 0.999, "int8 single text {i} cosine {s}");
+        min = min.min(c).min(s);
+        sum += c;
+    }
+    eprintln!(
+        "minilm int8: {} texts, min cosine {min:.6}, mean (batched) {:.6}",
+        texts.len(),
+        sum / texts.len() as f64
+    );
+    assert!(DtypeChoice::parse("int4").is_err());
+}

@@ -17,7 +17,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use embedrank::engine::{DeviceChoice, Engine, EngineOptions};
+use embedrank::engine::{DeviceChoice, DtypeChoice, Engine, EngineOptions};
 use embedrank::source::{self, ResolveOptions};
 use embedrank::spec::{ModelSpec, Pooling, SpecOverrides, Task};
 
@@ -68,7 +68,8 @@ pub struct ModelArgs {
     /// cpu, cuda[:N], metal[:N] or auto.
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// Compute dtype: f32, f16 or bf16 (default: f32 on CPU, bf16 on GPUs).
+    /// Compute dtype: f32, f16 or bf16 (default: f32 on CPU, bf16 on GPUs); or int8 (CPU): linear
+    /// layers quantized to 8 bits at load, integer dot products on AVX-512 VNNI (docs/models.md).
     #[arg(long)]
     pub dtype: Option<String>,
     /// Maximum tokens per input (default: the model's).
@@ -104,18 +105,14 @@ impl ModelArgs {
 
     pub fn engine(&self) -> Result<Engine> {
         let spec = self.spec()?;
-        let dtype = match self.dtype.as_deref() {
-            None => None,
-            Some("f32") | Some("float32") => Some(candle_core::DType::F32),
-            Some("f16") | Some("float16") => Some(candle_core::DType::F16),
-            Some("bf16") | Some("bfloat16") => Some(candle_core::DType::BF16),
-            Some(d) => anyhow::bail!("unknown dtype `{d}` (f32, f16, bf16)"),
-        };
-        let opts = EngineOptions {
+        let mut opts = EngineOptions {
             device: DeviceChoice::parse(&self.device)?,
-            dtype,
             max_batch_tokens: self.max_batch_tokens,
+            ..Default::default()
         };
+        if let Some(d) = self.dtype.as_deref() {
+            DtypeChoice::parse(d)?.apply(&mut opts);
+        }
         let engine = Engine::load(spec, &opts)?;
         tracing::info!(load_ms = engine.load_time.as_millis() as u64, "loaded");
         Ok(engine)

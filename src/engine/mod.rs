@@ -31,13 +31,61 @@ pub struct EngineOptions {
     /// None: f32 on CPU, bf16 on GPUs.
     pub dtype: Option<DType>,
     pub max_batch_tokens: usize,
+    /// Quantize a float checkpoint's linear layers at load to this many bits (CPU only; see
+    /// `DtypeChoice::Int8`). Ignored for checkpoints that are quantized already.
+    pub quantize_bits: Option<u32>,
 }
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        EngineOptions { device: DeviceChoice::Cpu, dtype: None, max_batch_tokens: DEFAULT_MAX_BATCH_TOKENS }
+        EngineOptions {
+            device: DeviceChoice::Cpu,
+            dtype: None,
+            max_batch_tokens: DEFAULT_MAX_BATCH_TOKENS,
+            quantize_bits: None,
+        }
     }
 }
+
+/// What `--dtype` / a config's `dtype` asks for: a float compute dtype, or `int8`: on the CPU, the
+/// linear layers quantized at load to 8 bits (MLX affine, group 32) and their activations to 8 bits
+/// per group of 32 inputs, multiplied by integer dot products where the CPU has AVX-512 VNNI
+/// (`weights::qkernel`); everything else (attention, norms, pooling) in f32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DtypeChoice {
+    Float(DType),
+    Int8,
+}
+
+impl DtypeChoice {
+    pub fn parse(s: &str) -> Result<DtypeChoice> {
+        Ok(match s.trim().to_ascii_lowercase().as_str() {
+            "f32" | "float32" => DtypeChoice::Float(DType::F32),
+            "f16" | "float16" => DtypeChoice::Float(DType::F16),
+            "bf16" | "bfloat16" => DtypeChoice::Float(DType::BF16),
+            "int8" | "q8" => DtypeChoice::Int8,
+            d => return Err(Error::InvalidInput(format!("unknown dtype `{d}` (f32, f16, bf16, int8)"))),
+        })
+    }
+
+    /// Set `opts.dtype` and `opts.quantize_bits` for this choice.
+    pub fn apply(self, opts: &mut EngineOptions) {
+        match self {
+            DtypeChoice::Float(d) => {
+                opts.dtype = Some(d);
+                opts.quantize_bits = None;
+            }
+            DtypeChoice::Int8 => {
+                opts.dtype = Some(DType::F32);
+                opts.quantize_bits = Some(8);
+            }
+        }
+    }
+}
+
+/// Group size of load-time quantization: the smallest MLX allows, the closest to the float model
+/// (all-MiniLM-L6-v2: 8-bit group 32 alone keeps cosine ≥ 0.9997 to f32).
+pub const LOAD_QUANT_GROUP: usize = 32;
 
 /// Per-call embedding options.
 #[derive(Debug, Clone, Default)]
@@ -76,8 +124,16 @@ impl Engine {
         let device = opts.device.open()?;
         let dtype = opts.dtype.unwrap_or(if device.is_cpu() { DType::F32 } else { DType::BF16 });
         let tokenizer = tokenize::TextTokenizer::load(&spec)?;
+        if opts.quantize_bits.is_some() && !device.is_cpu() {
+            return Err(Error::InvalidInput(
+                "dtype int8 runs on the CPU only; on a GPU use bf16 or an MLX-quantized checkpoint".into(),
+            ));
+        }
         let mut ws = WeightStore::open(&spec.weight_files, &device, dtype)?;
         ws.set_quantization(spec.quantization.clone());
+        if spec.quantization.is_none() {
+            ws.set_load_quantization(opts.quantize_bits.map(|b| (b, LOAD_QUANT_GROUP)));
+        }
         let model = Model::load(&spec, &ws)?;
         let max_batch_tokens =
             crate::weights::forward_token_budget(opts.max_batch_tokens, spec.quantization.is_some(), &device);

@@ -143,9 +143,9 @@ impl Qwen3 {
         let mut layers = Vec::with_capacity(c.num_hidden_layers);
         for i in 0..c.num_hidden_layers {
             let p = format!("layers.{i}");
-            let q = ws.linear(&format!("{p}.self_attn.q_proj"), h, nh * hd, bias)?;
-            let k = ws.linear(&format!("{p}.self_attn.k_proj"), h, nkv * hd, bias)?;
-            let v = ws.linear(&format!("{p}.self_attn.v_proj"), h, nkv * hd, bias)?;
+            let q = ws.linear_float_activations(&format!("{p}.self_attn.q_proj"), h, nh * hd, bias)?;
+            let k = ws.linear_float_activations(&format!("{p}.self_attn.k_proj"), h, nkv * hd, bias)?;
+            let v = ws.linear_float_activations(&format!("{p}.self_attn.v_proj"), h, nkv * hd, bias)?;
             let gate = ws.linear(&format!("{p}.mlp.gate_proj"), h, inter, false)?;
             let up = ws.linear(&format!("{p}.mlp.up_proj"), h, inter, false)?;
             // The fused path multiplies the concatenated weights once (bigger GEMMs run closer to peak);

@@ -15,7 +15,7 @@ use super::batcher::Batcher;
 use super::config::{ModelConfig, ServeConfig};
 use super::errors::{ApiError, ApiResult};
 use super::metrics::Metrics;
-use crate::engine::{DeviceChoice, Engine, EngineOptions, DEFAULT_MAX_BATCH_TOKENS};
+use crate::engine::{DeviceChoice, DtypeChoice, Engine, EngineOptions, DEFAULT_MAX_BATCH_TOKENS};
 use crate::source::{self, ResolveOptions};
 use crate::spec::{ModelSpec, Pooling, SpecOverrides, Task};
 use crate::{Error, Result};
@@ -67,15 +67,6 @@ pub struct Registry {
     metrics: Arc<Metrics>,
 }
 
-fn parse_dtype(s: &str) -> Result<candle_core::DType> {
-    match s {
-        "f32" | "float32" => Ok(candle_core::DType::F32),
-        "f16" | "float16" => Ok(candle_core::DType::F16),
-        "bf16" | "bfloat16" => Ok(candle_core::DType::BF16),
-        d => Err(Error::InvalidInput(format!("unknown dtype `{d}` (f32, f16, bf16)"))),
-    }
-}
-
 impl Registry {
     /// Resolve every model and read its spec (blocking: may download missing models).
     pub fn new(cfg: &ServeConfig, budget: Option<u64>, metrics: Arc<Metrics>) -> Result<Registry> {
@@ -99,12 +90,15 @@ impl Registry {
             let ov = SpecOverrides { task, pooling, max_length: m.max_length };
             let spec = ModelSpec::load(&resolved, &ov)?;
             let device = DeviceChoice::parse(m.device.as_deref().or(cfg.device.as_deref()).unwrap_or("cpu"))?;
-            let dtype = m.dtype.as_deref().or(cfg.dtype.as_deref()).map(parse_dtype).transpose()?;
-            let opts = EngineOptions {
+            let dtype = m.dtype.as_deref().or(cfg.dtype.as_deref()).map(DtypeChoice::parse).transpose()?;
+            let mut opts = EngineOptions {
                 device,
-                dtype,
                 max_batch_tokens: m.max_batch_tokens.or(cfg.max_batch_tokens).unwrap_or(DEFAULT_MAX_BATCH_TOKENS),
+                ..Default::default()
             };
+            if let Some(d) = dtype {
+                d.apply(&mut opts);
+            }
             let size = spec.weight_bytes();
             for n in std::iter::once(&m.id).chain(&m.alias) {
                 names.insert(n.clone(), i);

@@ -55,6 +55,8 @@ pub struct WeightStore {
     raw: HashMap<String, RawEntry>,
     /// MLX quantization entry, to check quantized layers against (shapes decide without it).
     quantization: Option<Quantization>,
+    /// (bits, group size): quantize float linear layers as they load (`set_load_quantization`).
+    load_quant: Option<(u32, usize)>,
 }
 
 impl WeightStore {
@@ -73,7 +75,16 @@ impl WeightStore {
             names.insert(canon, name.clone());
             names.entry(name.clone()).or_insert(name);
         }
-        Ok(WeightStore { st, names, files: files.to_vec(), device: device.clone(), dtype, raw, quantization: None })
+        Ok(WeightStore {
+            st,
+            names,
+            files: files.to_vec(),
+            device: device.clone(),
+            dtype,
+            raw,
+            quantization: None,
+            load_quant: None,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -127,18 +138,51 @@ impl WeightStore {
         self.quantization = q;
     }
 
+    /// Quantize float linear layers (CPU only) to MLX affine `(bits, group size)` as they load; the
+    /// float copy is dropped. Layers whose input width is not a multiple of the group stay float.
+    pub fn set_load_quantization(&mut self, q: Option<(u32, usize)>) {
+        self.load_quant = q;
+    }
+
     /// A linear layer `prefix.weight` [out, in] (+ `prefix.bias` [out] when `bias`). Quantized
-    /// exactly when `prefix.scales` exists (the MLX rule).
+    /// exactly when `prefix.scales` exists (the MLX rule), or at load (`set_load_quantization`).
     pub fn linear(&self, prefix: &str, in_dim: usize, out_dim: usize, bias: bool) -> Result<Linear> {
+        self.linear_inner(prefix, in_dim, out_dim, bias, false)
+    }
+
+    /// `linear` for a layer whose activations must stay f32 (attention's q/k/v projections; see
+    /// `AffineWeight::set_float_activations`): a quantized checkpoint's layer never takes the
+    /// integer kernel, and load-time quantization leaves the layer dense (with f32 activations it
+    /// would gain no speed, only rounding).
+    pub fn linear_float_activations(&self, prefix: &str, in_dim: usize, out_dim: usize, bias: bool) -> Result<Linear> {
+        self.linear_inner(prefix, in_dim, out_dim, bias, true)
+    }
+
+    fn linear_inner(
+        &self,
+        prefix: &str,
+        in_dim: usize,
+        out_dim: usize,
+        bias: bool,
+        float_acts: bool,
+    ) -> Result<Linear> {
         let b = if bias { Some(self.get(&format!("{prefix}.bias"), &[out_dim])?) } else { None };
-        if let Some(q) = self.quantized(prefix, out_dim, in_dim)? {
+        if let Some(mut q) = self.quantized(prefix, out_dim, in_dim)? {
             if self.device.is_cuda() {
                 // Packed on the GPU, expanded there per call (cuda_quant); the CPU copy is dropped.
                 return Ok(Linear::device_quantized(cuda_quant::DeviceAffine::load(self, prefix, &q)?, b));
             }
+            q.set_float_activations(float_acts);
             return Ok(Linear::quantized(q, b));
         }
         let w = self.get(&format!("{prefix}.weight"), &[out_dim, in_dim])?;
+        let load_quant = self.load_quant.filter(|&(_, gs)| self.device.is_cpu() && in_dim.is_multiple_of(gs));
+        if let Some((bits, gs)) = load_quant.filter(|_| !float_acts) {
+            let values = w.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+            let q = qkernel::quantize(&values, out_dim, in_dim, bits, gs)
+                .map_err(|e| Error::weights(self.path(), format!("layer `{prefix}`: {e}")))?;
+            return Ok(Linear::quantized(q, b));
+        }
         Ok(Linear::dense(w, b))
     }
 

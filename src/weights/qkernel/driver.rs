@@ -39,6 +39,9 @@ pub(crate) const FUSED_MAX_M: usize = 32;
 /// `--mode stack --strategy gemv|fused`: gemv is 1.5× faster at m = 2, fused 1.2× at m = 3).
 pub(crate) const GEMV_MAX_M: usize = 2;
 pub(crate) const FUSED_MAX_M_LARGE: usize = 80;
+/// From this many activation rows, the integer kernel (where the CPU has it and it is on) takes
+/// over from `fused`/`tiled`.
+pub(crate) const INT_MIN_M: usize = 3;
 const LARGE_WEIGHT: usize = 1 << 20;
 /// Inputs per k-chunk of the fused path: four activation rows of it (16 KiB) stay in L1 and a
 /// panel of `PANEL_ROWS` weight rows (128 KiB) in L2.
@@ -56,6 +59,8 @@ pub(crate) struct Ops {
     /// Whole-row dots of one or two activation rows with four weight rows dequantized in
     /// registers (`gemv` strategy); None where the path has no such kernel.
     pub gemv4: Option<Gemv4Fn>,
+    /// Whether the integer (VNNI) kernel of `int8` runs here; see `use_int`.
+    pub int8: bool,
 }
 
 impl Ops {
@@ -71,10 +76,11 @@ impl Ops {
                 dequant: super::avx512::dequantize_groups,
                 dot4: super::avx512::dot4,
                 gemv4: Some(super::avx512::gemv4),
+                int8: super::int8::available(),
             }),
             #[cfg(target_arch = "x86_64")]
             KernelPath::Avx2 => {
-                Some(Ops { dequant: super::avx2::dequantize_groups, dot4: super::avx2::dot4, gemv4: None })
+                Some(Ops { dequant: super::avx2::dequantize_groups, dot4: super::avx2::dot4, gemv4: None, int8: false })
             }
             KernelPath::Neon => Some(Ops::portable()),
             #[allow(unreachable_patterns)]
@@ -84,7 +90,7 @@ impl Ops {
 
     /// The portable kernels behind the Neon path (usable on any CPU, for tests).
     pub(crate) fn portable() -> Ops {
-        Ops { dequant: super::neon::dequantize_groups, dot4: super::neon::dot4, gemv4: None }
+        Ops { dequant: super::neon::dequantize_groups, dot4: super::neon::dot4, gemv4: None, int8: false }
     }
 
     fn dequant_row(&self, w: &AffineWeight, r: usize, out: &mut [f32]) {
@@ -105,6 +111,9 @@ pub(crate) fn matmul(
     if m <= GEMV_MAX_M && gemv(w, ops, x, m, out, bias, acc) {
         return;
     }
+    if m >= INT_MIN_M && int(w, ops, x, m, out, bias, acc) {
+        return;
+    }
     if m <= FUSED_MAX_M || (m <= FUSED_MAX_M_LARGE && w.n() * w.k() >= LARGE_WEIGHT) {
         fused(w, ops, x, m, out, bias, acc)
     } else {
@@ -114,7 +123,7 @@ pub(crate) fn matmul(
 
 /// The output matrix shared by parallel tasks that write disjoint columns of it.
 #[derive(Clone, Copy)]
-struct SharedOut {
+pub(crate) struct SharedOut {
     ptr: *mut f32,
     len: usize,
 }
@@ -124,15 +133,22 @@ unsafe impl Send for SharedOut {}
 unsafe impl Sync for SharedOut {}
 
 impl SharedOut {
-    fn new(out: &mut [f32]) -> Self {
+    pub(crate) fn new(out: &mut [f32]) -> Self {
         SharedOut { ptr: out.as_mut_ptr(), len: out.len() }
+    }
+
+    /// Pointer to element `i` (checked against the length), for a kernel that writes a block.
+    pub(crate) fn at(self, i: usize) -> *mut f32 {
+        assert!(i < self.len, "qkernel: output index {i} out of {}", self.len);
+        // SAFETY: in bounds, checked above.
+        unsafe { self.ptr.add(i) }
     }
 
     /// Set element `i` to `v`, or add `v` to it.
     ///
     /// # Safety
     /// No other task may access element `i` during the parallel section.
-    unsafe fn put(self, i: usize, v: f32, add: bool) {
+    pub(crate) unsafe fn put(self, i: usize, v: f32, add: bool) {
         assert!(i < self.len, "qkernel: output index {i} out of {}", self.len);
         let p = self.ptr.add(i);
         *p = if add { *p + v } else { v };
@@ -204,6 +220,30 @@ pub(crate) fn gemv(
         }
     });
     true
+}
+
+/// The integer strategy (`int8`): false, computing nothing, when the path has no such kernel or
+/// it is switched off (`super::int_activations`).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn int(
+    w: &AffineWeight,
+    ops: Ops,
+    x: &[f32],
+    m: usize,
+    out: &mut [f32],
+    bias: Option<&[f32]>,
+    acc: bool,
+) -> bool {
+    if !ops.int8 || w.float_activations() || !super::int_activations() {
+        return false;
+    }
+    super::int8::matmul(w, x, m, out, bias, acc);
+    true
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) fn int(_: &AffineWeight, _: Ops, _: &[f32], _: usize, _: &mut [f32], _: Option<&[f32]>, _: bool) -> bool {
+    false
 }
 
 /// Weight rows per fused task: `PANEL_ROWS`, halved (down to 4) until every thread gets several.
@@ -399,6 +439,7 @@ pub(crate) fn scalar_ops() -> Ops {
     Ops {
         dequant: scalar::dequantize_groups,
         gemv4: None,
+        int8: false,
         dot4: |x, w, acc| {
             for (r, xr) in x.iter().enumerate() {
                 for (c, wc) in w.iter().enumerate() {

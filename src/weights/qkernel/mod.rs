@@ -10,6 +10,8 @@ mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 mod driver;
+#[cfg(target_arch = "x86_64")]
+mod int8;
 mod neon;
 mod scalar;
 
@@ -130,6 +132,8 @@ pub struct AffineWeight {
     scales: GroupParams,
     /// `[n, k / group_size]`
     biases: GroupParams,
+    /// Keep f32 activations (never the integer kernel) for this layer; see `set_float_activations`.
+    float_activations: bool,
 }
 
 impl AffineWeight {
@@ -179,7 +183,7 @@ impl AffineWeight {
                 return Err(Error::Quantization(format!("{what} contain a non-finite value (element {i})")));
             }
         }
-        Ok(AffineWeight { bits, group_size, n, k, packed, scales, biases })
+        Ok(AffineWeight { bits, group_size, n, k, packed, scales, biases, float_activations: false })
     }
 
     /// `out[m, n] = x[m, k] · Wᵀ` (row-major) on the selected kernel path.
@@ -239,6 +243,11 @@ impl AffineWeight {
             }
             Strategy::Fused => driver::fused(self, ops, x, m, out, None, false),
             Strategy::Tiled => driver::tiled(self, ops, x, m, out, None, false),
+            Strategy::Int => {
+                if !driver::int(self, ops, x, m, out, None, false) {
+                    driver::matmul(self, ops, x, m, out, None, false)
+                }
+            }
         }
         Ok(())
     }
@@ -282,6 +291,20 @@ impl AffineWeight {
         for (i, r) in rows.enumerate() {
             dequant(self, r, 0..groups, &mut out[i * self.k..(i + 1) * self.k]);
         }
+    }
+
+    /// Keep this layer's activations in f32 (no integer kernel) even where `int_activations()` is
+    /// on: for layers whose rounding errors the model amplifies. Attention's q/k/v projections read
+    /// the normalized hidden state, whose few huge channels make 8-bit groups coarse, and their
+    /// errors pass through the softmax: on all-MiniLM-L6-v2 exempting them lifts the worst cosine
+    /// to the float-activation result from 0.9988 to 0.9994 (docs/models.md). Models declare such
+    /// layers with `WeightStore::linear_float_activations`.
+    pub fn set_float_activations(&mut self, on: bool) {
+        self.float_activations = on;
+    }
+
+    pub fn float_activations(&self) -> bool {
+        self.float_activations
     }
 
     pub fn n(&self) -> usize {
@@ -411,13 +434,16 @@ pub fn quantize(w: &[f32], n: usize, k: usize, bits: u32, group_size: usize) -> 
 /// (`Gemv`, one to four activation rows; paths without that kernel, or other bit widths than 4 and
 /// 8, fall back to `Fused`), weight panels dequantized per k-chunk into cache and multiplied by a
 /// register-blocked dot-product kernel (`Fused`), or dequantized tiles fed to the `gemm` crate's f32
-/// kernel (`Tiled`); `Auto` picks by row count.
+/// kernel (`Tiled`), or activations quantized to 8 bits per group of 32 and multiplied with the codes
+/// by integer dot products (`Int`, AVX-512 VNNI; elsewhere, or when switched off, as `Auto`); `Auto`
+/// picks by row count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Strategy {
     Auto,
     Gemv,
     Fused,
     Tiled,
+    Int,
 }
 
 /// A kernel implementation. `Scalar` runs everywhere; the others need the CPU feature.
@@ -480,6 +506,38 @@ impl KernelPath {
 impl std::fmt::Display for KernelPath {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+/// Whether this CPU has the integer kernel (x86-64 with AVX-512 VNNI), which the `Avx512` path
+/// uses when `int_activations()` is on.
+pub fn int_kernel_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return int8::available();
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// Process-wide override of `int_activations` (0 = none, 1 = off, 2 = on).
+static INT_FORCED: AtomicU8 = AtomicU8::new(0);
+
+/// Make `int_activations` return `on` (or, with `None`, go back to the environment), so a test or
+/// benchmark can compare both in one process.
+#[doc(hidden)]
+pub fn force_int_activations(on: Option<bool>) {
+    INT_FORCED.store(on.map_or(0, |on| 1 + on as u8), Ordering::Relaxed);
+}
+
+/// Whether quantized layers may quantize their activations to 8 bits and use integer dot products
+/// (on CPUs with AVX-512 VNNI, from `driver::INT_MIN_M` rows): on unless `EMBEDRANK_QKERNEL_INT=0`
+/// (read once per process) or `force_int_activations(Some(false))`. Off, every path computes with
+/// f32 activations exactly as MLX does.
+pub fn int_activations() -> bool {
+    static ENV: OnceLock<bool> = OnceLock::new();
+    match INT_FORCED.load(Ordering::Relaxed) {
+        1 => false,
+        2 => true,
+        _ => *ENV.get_or_init(|| std::env::var("EMBEDRANK_QKERNEL_INT").map_or(true, |v| v.trim() != "0")),
     }
 }
 

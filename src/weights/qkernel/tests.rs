@@ -76,6 +76,22 @@ fn abs_scale(w: &AffineWeight, x: &[f32], m: usize) -> Vec<f32> {
     s
 }
 
+/// What the public entry points compute on `path` for m rows: the integer formula where that path
+/// takes the integer kernel (`driver::INT_MIN_M` rows or more, AVX-512 VNNI, not switched off),
+/// else the float product.
+fn public_reference(w: &AffineWeight, path: KernelPath, x: &[f32], m: usize) -> Vec<f32> {
+    let mut want = vec![0f32; m * w.n()];
+    let int = driver::Ops::for_path(path).is_some_and(|o| o.int8) && int_activations() && m >= driver::INT_MIN_M;
+    #[cfg(target_arch = "x86_64")]
+    if int {
+        int8::matmul_reference(w, x, m, &mut want);
+        return want;
+    }
+    let _ = int;
+    scalar::matmul(w, x, m, &mut want);
+    want
+}
+
 fn scalar_dequant_all(w: &AffineWeight, out: &mut [f32]) {
     for r in 0..w.n() {
         scalar::dequantize_row(w, r, &mut out[r * w.k()..(r + 1) * w.k()]);
@@ -246,17 +262,15 @@ fn large_m_and_public_paths_match_scalar() {
         let (n, k, m) = (70, 192, 1100);
         let w = random_weight(&mut rng, bits, 64, n, k);
         let x = rng.vec(m * k);
-        let mut want = vec![0f32; m * n];
-        scalar::matmul(&w, &x, m, &mut want);
         let scale = abs_scale(&w, &x, m);
         for p in KernelPath::ALL.into_iter().filter(|p| p.is_available()) {
             let mut got = vec![f32::NAN; m * n];
             w.matmul_with(p, &x, m, &mut got).unwrap();
-            assert_close(&format!("{p} bits {bits}"), &got, &want, &scale);
+            assert_close(&format!("{p} bits {bits}"), &got, &public_reference(&w, p, &x, m), &scale);
         }
         let mut got = vec![f32::NAN; m * n];
         w.matmul(&x, m, &mut got);
-        assert_close(&format!("selected bits {bits}"), &got, &want, &scale);
+        assert_close(&format!("selected bits {bits}"), &got, &public_reference(&w, selected_path(), &x, m), &scale);
     }
 }
 
@@ -360,7 +374,11 @@ fn half_params_and_fused_bias_match_f32() {
                     }
                     let mut got = vec![f32::NAN; m * n];
                     wh.matmul_bias(&x, m, &mut got, Some(&bias));
-                    assert_close(&format!("{kind} selected m {m}"), &got, &want, &scale);
+                    let mut want_public = public_reference(&wr, selected_path(), &x, m);
+                    for (i, v) in want_public.iter_mut().enumerate() {
+                        *v += bias[i % n];
+                    }
+                    assert_close(&format!("{kind} selected m {m}"), &got, &want_public, &scale);
                 }
             }
         }
@@ -437,10 +455,121 @@ fn accumulate_adds_onto_the_output() {
             }
             let mut got = start.clone();
             w.matmul_acc(&x, m, &mut got);
-            assert_close(&format!("matmul_acc bits {bits} m {m}"), &got, &want_nob, &scale);
+            let public = public_reference(&w, selected_path(), &x, m);
+            let want_public: Vec<f32> = (0..m * n).map(|i| start[i] + public[i]).collect();
+            assert_close(&format!("matmul_acc bits {bits} m {m}"), &got, &want_public, &scale);
+            let _ = &want_nob;
             let mut got = start.clone();
             w.matmul_with(KernelPath::Scalar, &x, m, &mut got).unwrap();
             assert_close(&format!("scalar overwrites bits {bits} m {m}"), &got, &prod, &scale);
+        }
+    }
+}
+
+/// Whether the integer kernel can run here (else the test says it is skipped).
+#[cfg(target_arch = "x86_64")]
+fn vnni_here() -> bool {
+    let ok = int8::available();
+    if !ok {
+        eprintln!("skipped: this CPU has no AVX-512 VNNI");
+    }
+    ok
+}
+
+/// The integer kernel (AVX-512 VNNI) against its plain-loop reference, which follows the same
+/// formula in the same order: all bits × group sizes, odd shapes (m = 1, n = 1, n not a multiple of
+/// the 32-column panel, k one group, k past the 512-input chunk), bias, accumulate, and row counts
+/// past the row block.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn int_kernel_matches_its_reference() {
+    if !vnni_here() {
+        return;
+    }
+    let mut rng = Rng(21);
+    for bits in SUPPORTED_BITS {
+        for gs in SUPPORTED_GROUP_SIZES {
+            for (n, k) in [(1, gs), (17, 3 * gs), (33, 640), (64, 1280)] {
+                let w = random_weight(&mut rng, bits, gs, n, k);
+                let bias = rng.vec(n);
+                for m in [1, 3, 7, 13] {
+                    let x = rng.vec(m * k);
+                    let mut want = vec![0f32; m * n];
+                    int8::matmul_reference(&w, &x, m, &mut want);
+                    let scale = abs_scale(&w, &x, m);
+                    let what = format!("int bits {bits} gs {gs} m {m} n {n} k {k}");
+                    let mut got = vec![f32::NAN; m * n];
+                    int8::matmul(&w, &x, m, &mut got, None, false);
+                    assert_close(&what, &got, &want, &scale);
+                    let start = rng.vec(m * n);
+                    let mut got = start.clone();
+                    int8::matmul(&w, &x, m, &mut got, Some(&bias), true);
+                    let want_acc: Vec<f32> = (0..m * n).map(|i| start[i] + want[i] + bias[i % n]).collect();
+                    let scale_acc: Vec<f32> = scale.iter().map(|s| s + 4.0).collect();
+                    assert_close(&format!("{what} acc+bias"), &got, &want_acc, &scale_acc);
+                }
+            }
+        }
+    }
+    let (n, k, m) = (45, 256, 1100);
+    let w = random_weight(&mut rng, 4, 64, n, k);
+    let x = rng.vec(m * k);
+    let mut want = vec![0f32; m * n];
+    int8::matmul_reference(&w, &x, m, &mut want);
+    let mut got = vec![f32::NAN; m * n];
+    int8::matmul(&w, &x, m, &mut got, None, false);
+    assert_close("int m 1100", &got, &want, &abs_scale(&w, &x, m));
+}
+
+/// The SIMD activation quantizer gives the scalar definition's codes and scales bit for bit, zero
+/// groups included, and every code is within half a step of its input.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn int_activation_quantizer_is_exact_and_within_half_a_step() {
+    if !vnni_here() {
+        return;
+    }
+    let mut rng = Rng(22);
+    let (m, k, gs) = (5, 256, 64);
+    let mut x: Vec<f32> = rng.vec(m * k).iter().map(|v| v * 3.0).collect();
+    x[32..64].fill(0.0); // an all-zero group
+    x[300] = 1e4; // an outlier
+    let a = int8::quantize_acts(&x, m, k, gs, true);
+    let b = int8::quantize_acts(&x, m, k, gs, false);
+    assert_eq!(a.q, b.q);
+    assert_eq!(a.scale, b.scale);
+    assert_eq!(a.gsum, b.gsum);
+    for (i, (&v, &q)) in x.iter().zip(&a.q).enumerate() {
+        let s = a.scale[i / int8::ACT_GROUP];
+        assert!((v - s * q as f32).abs() <= 0.5 * s * 1.0001 + 1e-30, "element {i}: {v} vs {}·{q}", s);
+    }
+    assert!(a.q[32..64].iter().all(|&q| q == 0) && a.scale[1] == 0.0);
+}
+
+/// What integer activations cost in agreement: per output row, cosine to the float product of the
+/// same quantized weight ≥ 0.9995 on random data (the model-level numbers are in
+/// tests/qkernel_minilm.rs).
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn int_kernel_stays_close_to_float_activations() {
+    if !vnni_here() {
+        return;
+    }
+    let mut rng = Rng(23);
+    let (n, k, m) = (96, 384, 9);
+    for bits in [4, 8] {
+        let w = random_weight(&mut rng, bits, 64, n, k);
+        let x = rng.vec(m * k);
+        let mut exact = vec![0f32; m * n];
+        scalar::matmul(&w, &x, m, &mut exact);
+        let mut got = vec![0f32; m * n];
+        int8::matmul(&w, &x, m, &mut got, None, false);
+        for i in 0..m {
+            let (g, e) = (&got[i * n..(i + 1) * n], &exact[i * n..(i + 1) * n]);
+            let dot: f64 = g.iter().zip(e).map(|(a, b)| *a as f64 * *b as f64).sum();
+            let norm = |v: &[f32]| v.iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt();
+            let cos = dot / (norm(g) * norm(e));
+            assert!(cos >= 0.9995, "bits {bits} row {i}: cosine {cos}");
         }
     }
 }

@@ -1,0 +1,411 @@
+//! Integer path for quantized layers on CPUs with AVX-512 VNNI: the activations are quantized to
+//! s8 per row in groups of `ACT_GROUP` inputs (one f32 scale each, symmetric, round half to even),
+//! and `vpdpbusd` multiplies them with the weight's own unsigned codes, four products per 32-bit
+//! lane, 64 per instruction: four times the multiply-adds of an f32 FMA.
+//!
+//! With `x̂ = sa · qa` per activation group and `w = s · c + b` per weight group,
+//! `Σ x̂·w = Σ_groups [ s · Σ_act-groups sa · (Σ qa·c) + b · Σ x̂ ]`: the integer dot products are
+//! exact; scales apply once per 32 inputs. The bias term uses the quantized activations' own sum
+//! (not the exact one): then the error is `Σ e·w` with `e` the rounding error of the activations,
+//! which stays small because `w` is centred, whereas `Σ e·(w − b)` would carry the group's offset.
+//!
+//! Why this design (measured, docs/models.md): dequantize-then-FMA runs at f32 speed at best, so an
+//! 8-bit model could never beat its own f32 model on compute-bound batches; integer dot products
+//! do. The cost is the activation rounding: groups of 32 keep MiniLM's embeddings within cosine
+//! 0.999 of the float-activation result (per-row scales do not: outlier channels).
+//!
+//! Layout: per task, a panel of `NB` weight rows (output columns) and a chunk of `KC` inputs is
+//! unpacked from MLX's layout into `[NB/16][kc/4][16][4]` bytes (16 columns × 4 consecutive codes
+//! per register), once per call, so every bit width works and the packed weight stays as stored.
+
+#![cfg(target_arch = "x86_64")]
+
+use std::arch::x86_64::*;
+use std::cell::RefCell;
+
+use rayon::prelude::*;
+
+use super::{scalar, AffineWeight};
+
+/// Inputs sharing one activation scale. Every supported weight group size is a multiple of it.
+pub(crate) const ACT_GROUP: usize = 32;
+const INV_127: f32 = 1.0 / 127.0;
+/// Inputs per chunk: the panel (`NB` × `KC` bytes, 16 KiB) stays in L1.
+const KC: usize = 512;
+/// Output columns per task and per microkernel call (two registers of 16 lanes).
+const NB: usize = 32;
+/// Activation rows per microkernel call.
+const MR: usize = 6;
+
+/// Whether this CPU has the instructions (AVX-512 F/BW/VL and VNNI).
+pub(crate) fn available() -> bool {
+    is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512vl")
+        && is_x86_feature_detected!("avx512vnni")
+        && is_x86_feature_detected!("fma")
+}
+
+/// `m` activation rows quantized for a weight of group size `gs`.
+pub(crate) struct QuantActs {
+    /// `[m, k]` s8 codes
+    pub q: Vec<i8>,
+    /// `[m, k / ACT_GROUP]` scales
+    pub scale: Vec<f32>,
+    /// `[m, k / gs]`: Σ scale·q over each weight group (the bias term's input)
+    pub gsum: Vec<f32>,
+}
+
+/// The activation quantizer, the definition both implementations follow exactly: per group,
+/// `amax = max|x|`, `q = round_half_even(x · (127 / amax))`, `scale = amax / 127` (all zero when
+/// `amax` is zero). Returns `scale · Σq`. (`1/127` as a multiplier: one rounding, the same in both.)
+fn quantize_group_scalar(x: &[f32], q: &mut [i8]) -> (f32, f32) {
+    let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
+    let (s, inv) = if amax > 0.0 { (amax * INV_127, 127.0 / amax) } else { (0.0, 0.0) };
+    let mut sum = 0i32;
+    for (o, &v) in q.iter_mut().zip(x) {
+        // Saturating like `vpmovsdb`; |v·inv| ≤ 127 up to rounding anyway.
+        let r = ((v * inv).round_ties_even() as i32).clamp(-128, 127);
+        *o = r as i8;
+        sum += r;
+    }
+    (s, s * sum as f32)
+}
+
+/// # Safety
+/// AVX-512 F/BW available; `x` and `q` hold `ACT_GROUP` elements.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn quantize_group_simd(x: &[f32], q: &mut [i8]) -> (f32, f32) {
+    debug_assert!(x.len() >= ACT_GROUP && q.len() >= ACT_GROUP);
+    let v0 = _mm512_loadu_ps(x.as_ptr());
+    let v1 = _mm512_loadu_ps(x.as_ptr().add(16));
+    let amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+    let (s, inv) = if amax > 0.0 { (amax * INV_127, 127.0 / amax) } else { (0.0, 0.0) };
+    let vi = _mm512_set1_ps(inv);
+    // Default MXCSR rounding: to nearest, ties to even, as `round_ties_even`.
+    let q0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, vi));
+    let q1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, vi));
+    _mm_storeu_si128(q.as_mut_ptr() as *mut __m128i, _mm512_cvtsepi32_epi8(q0));
+    _mm_storeu_si128(q.as_mut_ptr().add(16) as *mut __m128i, _mm512_cvtsepi32_epi8(q1));
+    // Sum of the saturated codes (equal to the unsaturated ones: |q| ≤ 127).
+    let sum = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+    (s, s * sum as f32)
+}
+
+fn quantize_row(x: &[f32], gs: usize, simd: bool, q: &mut [i8], scale: &mut [f32], gsum: &mut [f32]) {
+    if simd {
+        // SAFETY: `simd` is only set when `available()`.
+        unsafe { quantize_row_simd(x, gs, q, scale, gsum) }
+    } else {
+        quantize_row_with(x, gs, q, scale, gsum, quantize_group_scalar)
+    }
+}
+
+/// The row loop compiled with the group quantizer inlined into it.
+///
+/// # Safety
+/// AVX-512 F/BW available.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn quantize_row_simd(x: &[f32], gs: usize, q: &mut [i8], scale: &mut [f32], gsum: &mut [f32]) {
+    // SAFETY (of the closure's call): the caller's guarantee; each range holds ACT_GROUP elements.
+    quantize_row_with(x, gs, q, scale, gsum, |x, q| unsafe { quantize_group_simd(x, q) })
+}
+
+#[inline(always)]
+fn quantize_row_with(
+    x: &[f32],
+    gs: usize,
+    q: &mut [i8],
+    scale: &mut [f32],
+    gsum: &mut [f32],
+    group: impl Fn(&[f32], &mut [i8]) -> (f32, f32),
+) {
+    let per = gs / ACT_GROUP;
+    for (g, gsum) in gsum.iter_mut().enumerate() {
+        let mut acc = 0f32;
+        for (a, sc) in scale.iter_mut().enumerate().skip(g * per).take(per) {
+            let r = a * ACT_GROUP..(a + 1) * ACT_GROUP;
+            let (s, part) = group(&x[r.clone()], &mut q[r]);
+            *sc = s;
+            acc += part;
+        }
+        *gsum = acc;
+    }
+}
+
+/// Quantize `x` `[m, k]` for a weight of group size `gs` into `a` (reusing its buffers; rows in
+/// parallel when there are many).
+pub(crate) fn quantize_acts_into(x: &[f32], m: usize, k: usize, gs: usize, simd: bool, a: &mut QuantActs) {
+    assert!(k.is_multiple_of(gs) && gs.is_multiple_of(ACT_GROUP) && x.len() >= m * k);
+    let (na, ng) = (k / ACT_GROUP, k / gs);
+    // Resized, not re-allocated: every element is overwritten below.
+    a.q.resize(m * k, 0);
+    a.scale.resize(m * na, 0.0);
+    a.gsum.resize(m * ng, 0.0);
+    let rows = a.q[..m * k]
+        .par_chunks_mut(k)
+        .zip(a.scale[..m * na].par_chunks_mut(na))
+        .zip(a.gsum[..m * ng].par_chunks_mut(ng));
+    rows.enumerate().with_min_len(16).for_each(|(i, ((q, s), g))| {
+        quantize_row(&x[i * k..(i + 1) * k], gs, simd, q, s, g);
+    });
+}
+
+/// `quantize_acts_into` a fresh buffer.
+pub(crate) fn quantize_acts(x: &[f32], m: usize, k: usize, gs: usize, simd: bool) -> QuantActs {
+    let mut a = QuantActs { q: Vec::new(), scale: Vec::new(), gsum: Vec::new() };
+    quantize_acts_into(x, m, k, gs, simd, &mut a);
+    a
+}
+
+thread_local! {
+    /// The calling thread's quantized activations, reused across calls (a fresh multi-megabyte
+    /// buffer per call would cost its page faults every time).
+    static ACTS: RefCell<QuantActs> = const { RefCell::new(QuantActs { q: Vec::new(), scale: Vec::new(), gsum: Vec::new() }) };
+}
+
+/// The reference: `out[m, n] = x[m, k] · Wᵀ` by the integer formula with plain loops, in the same
+/// floating-point order as the SIMD kernel (so the two agree to rounding of the final store).
+#[cfg(test)]
+pub(crate) fn matmul_reference(w: &AffineWeight, x: &[f32], m: usize, out: &mut [f32]) {
+    let (n, k, gs, bits) = (w.n(), w.k(), w.group_size(), w.bits());
+    let a = quantize_acts(x, m, k, gs, false);
+    let (na, ng) = (k / ACT_GROUP, k / gs);
+    for j in 0..n {
+        let (row, scales, biases) = w.row_parts(j);
+        for i in 0..m {
+            let mut f = 0f32;
+            // Chunks as the kernel: the running sum restarts per chunk and chunks add up.
+            let mut total = 0f32;
+            for ga in 0..na {
+                if ga > 0 && (ga * ACT_GROUP).is_multiple_of(KC) {
+                    total += f;
+                    f = 0.0;
+                }
+                let gw = ga * ACT_GROUP / gs;
+                let mut dot = 0i32;
+                for l in ga * ACT_GROUP..(ga + 1) * ACT_GROUP {
+                    dot += a.q[i * k + l] as i32 * scalar::code(row, l, bits) as i32;
+                }
+                f = (dot as f32).mul_add(scales.get(gw) * a.scale[i * na + ga], f);
+                if ((ga + 1) * ACT_GROUP).is_multiple_of(gs) {
+                    f = biases.get(gw).mul_add(a.gsum[i * ng + gw], f);
+                }
+            }
+            out[i * n + j] = total + f;
+        }
+    }
+}
+
+thread_local! {
+    /// Per-thread panel buffers (codes, scales, biases), reused across calls.
+    static PANEL: RefCell<(Vec<u8>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Unpack codes of weight rows `c0..c0 + nc` (≤ NB), inputs `k0..k0 + kc`, into `buf`
+/// (`[NB/16][kc/4][16][4]`), and their scales and biases into `params` (`[2][kc/gs][NB]`); rows past
+/// `nc` are zero, so they contribute nothing.
+fn pack_panel(w: &AffineWeight, c0: usize, nc: usize, k0: usize, kc: usize, buf: &mut [u8], params: &mut [f32]) {
+    let (bits, gs) = (w.bits(), w.group_size());
+    let blk = kc * 16;
+    let groups = kc / gs;
+    let mut codes = [0u8; KC];
+    for j in 0..NB {
+        let (b, lane) = (j / 16, j % 16);
+        if j >= nc {
+            for t in 0..kc / 4 {
+                buf[b * blk + t * 64 + lane * 4..][..4].fill(0);
+            }
+            for g in 0..groups {
+                params[g * NB + j] = 0.0;
+                params[(groups + g) * NB + j] = 0.0;
+            }
+            continue;
+        }
+        let (row, scales, biases) = w.row_parts(c0 + j);
+        let bytes: &[u8] = bytemuck::cast_slice(row);
+        match bits {
+            8 => codes[..kc].copy_from_slice(&bytes[k0..k0 + kc]),
+            4 => {
+                for (pair, &byte) in codes[..kc].chunks_exact_mut(2).zip(&bytes[k0 / 2..(k0 + kc) / 2]) {
+                    pair[0] = byte & 0x0f;
+                    pair[1] = byte >> 4;
+                }
+            }
+            _ => {
+                for (l, c) in codes[..kc].iter_mut().enumerate() {
+                    *c = scalar::code(row, k0 + l, bits) as u8;
+                }
+            }
+        }
+        for (t, quad) in codes[..kc].chunks_exact(4).enumerate() {
+            buf[b * blk + t * 64 + lane * 4..][..4].copy_from_slice(quad);
+        }
+        for g in 0..groups {
+            params[g * NB + j] = scales.get(k0 / gs + g);
+            params[(groups + g) * NB + j] = biases.get(k0 / gs + g);
+        }
+    }
+}
+
+/// One activation block's inputs to the microkernel.
+struct Rows<'a> {
+    q: [&'a [i8]; MR],
+    scale: [&'a [f32]; MR],
+    gsum: [&'a [f32]; MR],
+}
+
+/// Where the microkernel writes: `R` rows of the output from column `c0`, `nc` (≤ NB) columns.
+struct Dest {
+    /// `out[i0 * ldo + c0]`
+    ptr: *mut f32,
+    ldo: usize,
+    nc: usize,
+    /// the layer bias at `c0`, added on the first chunk; null for none
+    bias: *const f32,
+    /// add onto what the output holds (later chunks, or a caller's residual)
+    add: bool,
+}
+
+/// `out[r][j] (+)= Σ over the chunk (+ bias)` for `R` activation rows and the panel's columns.
+///
+/// # Safety
+/// AVX-512 F/BW + VNNI available; `rows.q[r]` holds `kc` codes, `rows.scale[r]` `kc / 32` scales,
+/// `rows.gsum[r]` `kc / gs` sums; `buf` holds `NB * kc` bytes and `params` `2 * NB * kc / gs` floats;
+/// `dest` addresses `R` rows of `nc` writable floats `ldo` apart (and `nc` bias floats when set),
+/// touched by no other thread during the call.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,fma")]
+// Indices spell out the register tile (row r, half h); iterator chains obscure which register is which.
+#[allow(clippy::needless_range_loop)]
+unsafe fn microkernel<const R: usize>(rows: &Rows<'_>, buf: &[u8], params: &[f32], kc: usize, gs: usize, dest: &Dest) {
+    let blk = kc * 16;
+    let groups = kc / gs;
+    let (wp, pp) = (buf.as_ptr(), params.as_ptr());
+    let mut f = [[_mm512_setzero_ps(); 2]; R];
+    for gw in 0..groups {
+        let s0 = _mm512_loadu_ps(pp.add(gw * NB));
+        let s1 = _mm512_loadu_ps(pp.add(gw * NB + 16));
+        for ga in gw * gs / ACT_GROUP..(gw + 1) * gs / ACT_GROUP {
+            let mut acc = [[_mm512_setzero_si512(); 2]; R];
+            for qd in 0..ACT_GROUP / 4 {
+                let l = ga * ACT_GROUP + qd * 4;
+                let w0 = _mm512_loadu_si512(wp.add(l * 16) as *const __m512i);
+                let w1 = _mm512_loadu_si512(wp.add(blk + l * 16) as *const __m512i);
+                for r in 0..R {
+                    let a = _mm512_set1_epi32((rows.q[r].as_ptr().add(l) as *const i32).read_unaligned());
+                    acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], w0, a);
+                    acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], w1, a);
+                }
+            }
+            for r in 0..R {
+                let sa = _mm512_set1_ps(*rows.scale[r].get_unchecked(ga));
+                f[r][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[r][0]), _mm512_mul_ps(s0, sa), f[r][0]);
+                f[r][1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[r][1]), _mm512_mul_ps(s1, sa), f[r][1]);
+            }
+        }
+        let b0 = _mm512_loadu_ps(pp.add((groups + gw) * NB));
+        let b1 = _mm512_loadu_ps(pp.add((groups + gw) * NB + 16));
+        for r in 0..R {
+            let g = _mm512_set1_ps(*rows.gsum[r].get_unchecked(gw));
+            f[r][0] = _mm512_fmadd_ps(b0, g, f[r][0]);
+            f[r][1] = _mm512_fmadd_ps(b1, g, f[r][1]);
+        }
+    }
+    let keep = |cols: usize| if cols >= 16 { 0xffff } else { ((1u32 << cols) - 1) as __mmask16 };
+    let masks = [keep(dest.nc), keep(dest.nc.saturating_sub(16))];
+    for (r, fr) in f.iter().enumerate() {
+        let o = dest.ptr.add(r * dest.ldo);
+        for (h, (&mask, &v)) in masks.iter().zip(fr).enumerate() {
+            let mut v = v;
+            if !dest.bias.is_null() {
+                v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, dest.bias.add(16 * h)));
+            }
+            if dest.add {
+                v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, o.add(16 * h)));
+            }
+            _mm512_mask_storeu_ps(o.add(16 * h), mask, v);
+        }
+    }
+}
+
+/// `out[m, n] (+)= x[m, k] · Wᵀ (+ bias)` on the integer path.
+///
+/// # Panics
+/// If this CPU lacks the instructions (`available()`), or on size mismatches (caller bugs).
+pub(crate) fn matmul(w: &AffineWeight, x: &[f32], m: usize, out: &mut [f32], bias: Option<&[f32]>, acc: bool) {
+    assert!(available(), "int8 kernel called on a CPU without AVX-512 VNNI");
+    let (n, k, gs) = (w.n(), w.k(), w.group_size());
+    assert!(x.len() >= m * k && out.len() >= m * n && bias.is_none_or(|b| b.len() == n));
+    if m == 0 || n == 0 {
+        return;
+    }
+    ACTS.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut a) => {
+            quantize_acts_into(x, m, k, gs, true, &mut a);
+            multiply(w, &a, m, out, bias, acc)
+        }
+        // Busy: a rayon worker waiting inside another call picked up this one.
+        Err(_) => multiply(w, &quantize_acts(x, m, k, gs, true), m, out, bias, acc),
+    })
+}
+
+/// Rows per block of the activations: one block's chunk (`MB` × `KC` bytes) stays in L2 while every
+/// panel of the weight passes over it.
+const MB: usize = 510;
+
+fn multiply(w: &AffineWeight, a: &QuantActs, m: usize, out: &mut [f32], bias: Option<&[f32]>, acc: bool) {
+    let (n, k, gs) = (w.n(), w.k(), w.group_size());
+    let (na, ng) = (k / ACT_GROUP, k / gs);
+    let shared = super::driver::SharedOut::new(out);
+    let panels: Vec<usize> = (0..n).step_by(NB).collect();
+    panels.into_par_iter().for_each(|c0| {
+        let nc = NB.min(n - c0);
+        let work = |buf: &mut Vec<u8>, params: &mut Vec<f32>| {
+            buf.resize(NB * KC, 0);
+            params.resize(2 * NB * (KC / ACT_GROUP), 0.0);
+            for (ib, k0) in (0..m).step_by(MB).flat_map(|ib| (0..k).step_by(KC).map(move |k0| (ib, k0))) {
+                let kc = KC.min(k - k0);
+                pack_panel(w, c0, nc, k0, kc, buf, params);
+                for i0 in (ib..m.min(ib + MB)).step_by(MR) {
+                    let mr = MR.min(m - i0);
+                    let row = |t: usize| i0 + t.min(mr - 1);
+                    let rows = Rows {
+                        q: std::array::from_fn(|t| &a.q[row(t) * k + k0..row(t) * k + k0 + kc]),
+                        scale: std::array::from_fn(|t| &a.scale[row(t) * na + k0 / ACT_GROUP..][..kc / ACT_GROUP]),
+                        gsum: std::array::from_fn(|t| &a.gsum[row(t) * ng + k0 / gs..][..kc / gs]),
+                    };
+                    let first = k0 == 0;
+                    let dest = Dest {
+                        ptr: shared.at(i0 * n + c0),
+                        ldo: n,
+                        nc,
+                        bias: bias.filter(|_| first).map_or(std::ptr::null(), |b| b[c0..].as_ptr()),
+                        add: acc || !first,
+                    };
+                    // SAFETY: `available()` asserted; the slices above have the lengths the kernel
+                    // reads (kc codes, kc/32 scales, kc/gs sums), `buf` NB·kc bytes and `params`
+                    // 2·NB·kc/gs floats (resized for the largest chunk); rows i0..i0+mr, columns
+                    // c0..c0+nc of `out` (asserted to hold m·n) belong to this task alone.
+                    unsafe {
+                        match mr {
+                            1 => microkernel::<1>(&rows, buf, params, kc, gs, &dest),
+                            2 => microkernel::<2>(&rows, buf, params, kc, gs, &dest),
+                            3 => microkernel::<3>(&rows, buf, params, kc, gs, &dest),
+                            4 => microkernel::<4>(&rows, buf, params, kc, gs, &dest),
+                            5 => microkernel::<5>(&rows, buf, params, kc, gs, &dest),
+                            _ => microkernel::<6>(&rows, buf, params, kc, gs, &dest),
+                        }
+                    }
+                }
+            }
+        };
+        PANEL.with(|p| match p.try_borrow_mut() {
+            Ok(mut p) => {
+                let (buf, params) = &mut *p;
+                work(buf, params)
+            }
+            Err(_) => work(&mut Vec::new(), &mut Vec::new()),
+        })
+    });
+}
