@@ -49,7 +49,10 @@ fn flag(rest: &[String], name: &str, default: usize) -> Result<usize> {
 fn run(model: &str, rest: &[String]) -> Result<()> {
     let texts = flag(rest, "--texts", 32)?;
     let tokens = flag(rest, "--tokens", 256)?;
-    let budget = flag(rest, "--max-batch-tokens", DEFAULT_MAX_BATCH_TOKENS)?;
+    let budget = match rest.iter().any(|a| a == "--max-batch-tokens") {
+        true => Some(flag(rest, "--max-batch-tokens", DEFAULT_MAX_BATCH_TOKENS)?),
+        false => None,
+    };
     let resolved = source::resolve(model, &ResolveOptions::from_env(&[]))?;
     // Truncation to `tokens` makes every (longer) text exactly that long.
     let spec = ModelSpec::load(&resolved, &SpecOverrides { max_length: Some(tokens), ..Default::default() })?;

@@ -81,9 +81,10 @@ pub struct ModelArgs {
     /// Pooling override: cls, mean, max, lasttoken.
     #[arg(long)]
     pub pooling: Option<String>,
-    /// Padded-token budget of one forward pass.
-    #[arg(long, default_value_t = embedrank::engine::DEFAULT_MAX_BATCH_TOKENS)]
-    pub max_batch_tokens: usize,
+    /// Padded-token budget of one forward pass [default: 16384; 1024 for MLX-quantized models on the
+    /// CPU, where activations set the peak memory].
+    #[arg(long)]
+    pub max_batch_tokens: Option<usize>,
 }
 
 impl ModelArgs {

@@ -30,7 +30,8 @@ pub struct EngineOptions {
     pub device: DeviceChoice,
     /// None: f32 on CPU, bf16 on GPUs.
     pub dtype: Option<DType>,
-    pub max_batch_tokens: usize,
+    /// Padded tokens per forward pass; None: the model's default (`weights::forward_token_budget`).
+    pub max_batch_tokens: Option<usize>,
     /// Quantize a float checkpoint's linear layers at load to this many bits (CPU only; see
     /// `DtypeChoice::Int8`). Ignored for checkpoints that are quantized already.
     pub quantize_bits: Option<u32>,
@@ -38,12 +39,7 @@ pub struct EngineOptions {
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        EngineOptions {
-            device: DeviceChoice::Cpu,
-            dtype: None,
-            max_batch_tokens: DEFAULT_MAX_BATCH_TOKENS,
-            quantize_bits: None,
-        }
+        EngineOptions { device: DeviceChoice::Cpu, dtype: None, max_batch_tokens: None, quantize_bits: None }
     }
 }
 
@@ -136,7 +132,7 @@ impl Engine {
         }
         let model = Model::load(&spec, &ws)?;
         let max_batch_tokens =
-            crate::weights::forward_token_budget(opts.max_batch_tokens, spec.quantization.is_some(), &device);
+            crate::weights::forward_token_budget(opts.max_batch_tokens, spec.quantization.is_some(), device.is_cpu());
         for n in &spec.notes {
             tracing::info!(model = %spec.name, "{n}");
         }

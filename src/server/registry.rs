@@ -15,7 +15,7 @@ use super::batcher::Batcher;
 use super::config::{ModelConfig, ServeConfig};
 use super::errors::{ApiError, ApiResult};
 use super::metrics::Metrics;
-use crate::engine::{DeviceChoice, DtypeChoice, Engine, EngineOptions, DEFAULT_MAX_BATCH_TOKENS};
+use crate::engine::{DeviceChoice, DtypeChoice, Engine, EngineOptions};
 use crate::source::{self, ResolveOptions};
 use crate::spec::{ModelSpec, Pooling, SpecOverrides, Task};
 use crate::{Error, Result};
@@ -45,8 +45,10 @@ impl Slot {
     pub fn id(&self) -> &str {
         &self.cfg.id
     }
+    /// The padded-token budget this model runs (or will run, once loaded) with.
     pub fn max_batch_tokens(&self) -> usize {
-        self.opts.max_batch_tokens
+        let cpu = matches!(self.opts.device, DeviceChoice::Cpu);
+        crate::weights::forward_token_budget(self.opts.max_batch_tokens, self.spec.quantization.is_some(), cpu)
     }
     pub fn is_loaded(&self) -> bool {
         self.resident.load(Ordering::SeqCst) > 0
@@ -93,7 +95,7 @@ impl Registry {
             let dtype = m.dtype.as_deref().or(cfg.dtype.as_deref()).map(DtypeChoice::parse).transpose()?;
             let mut opts = EngineOptions {
                 device,
-                max_batch_tokens: m.max_batch_tokens.or(cfg.max_batch_tokens).unwrap_or(DEFAULT_MAX_BATCH_TOKENS),
+                max_batch_tokens: m.max_batch_tokens.or(cfg.max_batch_tokens),
                 ..Default::default()
             };
             if let Some(d) = dtype {

@@ -22,21 +22,20 @@ pub use quant::RawEntry;
 use crate::spec::Quantization;
 use crate::{Error, Result};
 
-/// Most padded tokens one forward pass of an MLX-quantized model runs on the CPU. There the
+/// Default padded tokens per forward pass of an MLX-quantized model on the CPU. There the
 /// activations, not the weights, decide peak memory (a 4B model at 4 bits holds 2.3 GB of weights,
 /// and each token of a Qwen3-4B forward pass holds about 0.3 MB of activations at its peak), while
-/// throughput no longer grows past about a thousand tokens per pass. The engine lowers its budget to
-/// this for such models.
+/// throughput no longer grows past about a thousand tokens per pass.
 pub const QUANTIZED_CPU_MAX_BATCH_TOKENS: usize = 1024;
 
-/// The padded-token budget per forward pass for a model: `requested`, capped for quantized models
-/// on the CPU (see [`QUANTIZED_CPU_MAX_BATCH_TOKENS`]).
-pub fn forward_token_budget(requested: usize, quantized: bool, device: &Device) -> usize {
-    let budget = requested.max(1);
-    if quantized && device.is_cpu() {
-        budget.min(QUANTIZED_CPU_MAX_BATCH_TOKENS)
-    } else {
-        budget
+/// The padded-token budget per forward pass: what the user asked for, else the default for the
+/// model — [`QUANTIZED_CPU_MAX_BATCH_TOKENS`] for checkpoints quantized on disk running on the CPU,
+/// `crate::engine::DEFAULT_MAX_BATCH_TOKENS` otherwise.
+pub fn forward_token_budget(requested: Option<usize>, quantized: bool, cpu: bool) -> usize {
+    match requested {
+        Some(n) => n.max(1),
+        None if quantized && cpu => QUANTIZED_CPU_MAX_BATCH_TOKENS,
+        None => crate::engine::DEFAULT_MAX_BATCH_TOKENS,
     }
 }
 
@@ -274,11 +273,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn quantized_cpu_models_get_a_smaller_forward_budget() {
-        let cpu = Device::Cpu;
-        assert_eq!(forward_token_budget(16384, true, &cpu), QUANTIZED_CPU_MAX_BATCH_TOKENS);
-        assert_eq!(forward_token_budget(512, true, &cpu), 512);
-        assert_eq!(forward_token_budget(16384, false, &cpu), 16384);
-        assert_eq!(forward_token_budget(0, false, &cpu), 1);
+    fn quantized_cpu_models_default_to_a_smaller_forward_budget_and_a_user_value_wins() {
+        use crate::engine::DEFAULT_MAX_BATCH_TOKENS;
+        assert_eq!(forward_token_budget(None, true, true), QUANTIZED_CPU_MAX_BATCH_TOKENS);
+        assert_eq!(forward_token_budget(None, true, false), DEFAULT_MAX_BATCH_TOKENS);
+        assert_eq!(forward_token_budget(None, false, true), DEFAULT_MAX_BATCH_TOKENS);
+        // An explicit budget is the user's choice, above the quantized default too.
+        assert_eq!(forward_token_budget(Some(4096), true, true), 4096);
+        assert_eq!(forward_token_budget(Some(512), true, true), 512);
+        assert_eq!(forward_token_budget(Some(0), false, true), 1);
     }
 }
