@@ -81,8 +81,8 @@ pub struct ModelArgs {
     /// Pooling override: cls, mean, max, lasttoken.
     #[arg(long)]
     pub pooling: Option<String>,
-    /// Padded-token budget of one forward pass [default: 16384; 1024 for MLX-quantized models on the
-    /// CPU, where activations set the peak memory].
+    /// Padded-token budget of one forward pass [default: 16384; 1024 for quantized models on the
+    /// CPU (MLX checkpoints, --dtype int8)].
     #[arg(long)]
     pub max_batch_tokens: Option<usize>,
 }

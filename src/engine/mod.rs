@@ -37,6 +37,13 @@ pub struct EngineOptions {
     pub quantize_bits: Option<u32>,
 }
 
+impl EngineOptions {
+    /// Whether `spec`'s linear layers run quantized with these options (on disk, or at load).
+    pub fn quantizes(&self, spec: &ModelSpec) -> bool {
+        spec.quantization.is_some() || self.quantize_bits.is_some()
+    }
+}
+
 impl Default for EngineOptions {
     fn default() -> Self {
         EngineOptions { device: DeviceChoice::Cpu, dtype: None, max_batch_tokens: None, quantize_bits: None }
@@ -132,7 +139,7 @@ impl Engine {
         }
         let model = Model::load(&spec, &ws)?;
         let max_batch_tokens =
-            crate::weights::forward_token_budget(opts.max_batch_tokens, spec.quantization.is_some(), device.is_cpu());
+            crate::weights::forward_token_budget(opts.max_batch_tokens, opts.quantizes(&spec), device.is_cpu());
         for n in &spec.notes {
             tracing::info!(model = %spec.name, "{n}");
         }

@@ -48,7 +48,7 @@ impl Slot {
     /// The padded-token budget this model runs (or will run, once loaded) with.
     pub fn max_batch_tokens(&self) -> usize {
         let cpu = matches!(self.opts.device, DeviceChoice::Cpu);
-        crate::weights::forward_token_budget(self.opts.max_batch_tokens, self.spec.quantization.is_some(), cpu)
+        crate::weights::forward_token_budget(self.opts.max_batch_tokens, self.opts.quantizes(&self.spec), cpu)
     }
     pub fn is_loaded(&self) -> bool {
         self.resident.load(Ordering::SeqCst) > 0
