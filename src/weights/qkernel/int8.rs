@@ -210,11 +210,32 @@ fn pack_panel(w: &AffineWeight, c0: usize, nc: usize, k0: usize, kc: usize, buf:
     let (bits, gs) = (w.bits(), w.group_size());
     let blk = kc * 16;
     let groups = kc / gs;
+    if matches!(bits, 4 | 8) {
+        // Codes by gathers (16 weight rows per instruction), scales and biases below.
+        let row_bytes = w.k() * bits as usize / 8;
+        let bytes: &[u8] = bytemuck::cast_slice(w.packed());
+        for b in 0..NB / 16 {
+            let r0 = c0 + 16 * b;
+            let rows = nc.saturating_sub(16 * b).min(16);
+            let dst = &mut buf[b * blk..(b + 1) * blk];
+            if rows == 0 {
+                dst.fill(0);
+                continue;
+            }
+            // SAFETY: `available()` holds (checked by `matmul`); rows r0..r0+rows exist, each
+            // `row_bytes` long, and the gathers read only inside them (see `gather_block`); `dst`
+            // holds kc·16 bytes.
+            unsafe {
+                gather_block(&bytes[r0 * row_bytes..(r0 + rows) * row_bytes], row_bytes, rows, k0, kc, bits, dst)
+            };
+        }
+    }
+    let gathered = matches!(bits, 4 | 8);
     let mut codes = [0u8; KC];
     for j in 0..NB {
         let (b, lane) = (j / 16, j % 16);
         if j >= nc {
-            for t in 0..kc / 4 {
+            for t in (0..kc / 4).filter(|_| !gathered) {
                 buf[b * blk + t * 64 + lane * 4..][..4].fill(0);
             }
             for g in 0..groups {
@@ -224,28 +245,61 @@ fn pack_panel(w: &AffineWeight, c0: usize, nc: usize, k0: usize, kc: usize, buf:
             continue;
         }
         let (row, scales, biases) = w.row_parts(c0 + j);
-        let bytes: &[u8] = bytemuck::cast_slice(row);
-        match bits {
-            8 => codes[..kc].copy_from_slice(&bytes[k0..k0 + kc]),
-            4 => {
-                for (pair, &byte) in codes[..kc].chunks_exact_mut(2).zip(&bytes[k0 / 2..(k0 + kc) / 2]) {
-                    pair[0] = byte & 0x0f;
-                    pair[1] = byte >> 4;
-                }
-            }
-            _ => {
-                for (l, c) in codes[..kc].iter_mut().enumerate() {
-                    *c = scalar::code(row, k0 + l, bits) as u8;
-                }
-            }
-        }
-        for (t, quad) in codes[..kc].chunks_exact(4).enumerate() {
-            buf[b * blk + t * 64 + lane * 4..][..4].copy_from_slice(quad);
-        }
         for g in 0..groups {
             params[g * NB + j] = scales.get(k0 / gs + g);
             params[(groups + g) * NB + j] = biases.get(k0 / gs + g);
         }
+        if gathered {
+            continue;
+        }
+        // Other bit widths (rare in published checkpoints): codes one by one.
+        for (l, c) in codes[..kc].iter_mut().enumerate() {
+            *c = scalar::code(row, k0 + l, bits) as u8;
+        }
+        for (t, quad) in codes[..kc].chunks_exact(4).enumerate() {
+            buf[b * blk + t * 64 + lane * 4..][..4].copy_from_slice(quad);
+        }
+    }
+}
+
+/// The codes of `rows` (≤ 16) consecutive weight rows (`src`, `row_bytes` each, MLX layout),
+/// inputs `k0..k0 + kc`, into one `[kc/4][16][4]` block: one masked gather per 16-lane vector, rows
+/// past `rows` zero. 8-bit: each lane reads its row's four codes; 4-bit: each lane reads the aligned
+/// 32-bit word holding eight codes and spreads its nibbles into two vectors of bytes.
+///
+/// # Safety
+/// AVX-512 F available; `src` holds `rows · row_bytes` bytes, `k0 + kc ≤ k` with both multiples of
+/// 32; `dst` holds `kc · 16` bytes.
+#[target_feature(enable = "avx512f")]
+unsafe fn gather_block(src: &[u8], row_bytes: usize, rows: usize, k0: usize, kc: usize, bits: u32, dst: &mut [u8]) {
+    debug_assert!(rows <= 16 && src.len() >= rows * row_bytes && dst.len() >= kc * 16);
+    let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    let offsets = _mm512_mullo_epi32(lanes, _mm512_set1_epi32(row_bytes as i32));
+    let mask: __mmask16 = if rows >= 16 { 0xffff } else { ((1u32 << rows) - 1) as __mmask16 };
+    let zero = _mm512_setzero_si512();
+    let out = dst.as_mut_ptr() as *mut __m512i;
+    if bits == 8 {
+        for t in 0..kc / 4 {
+            let v = _mm512_mask_i32gather_epi32::<1>(zero, mask, offsets, src.as_ptr().add(k0 + 4 * t) as _);
+            _mm512_storeu_si512(out.add(t), v);
+        }
+        return;
+    }
+    // 4-bit: word u holds codes 8u..8u+8 (nibbles, lowest first): quads 2u and 2u+1.
+    let nib = _mm512_set1_epi32(0xf);
+    let spread = |x: __m512i| {
+        // n0 | n1<<4 | n2<<8 | n3<<12 (low 16 bits)  ->  n0 | n1<<8 | n2<<16 | n3<<24
+        let n = |v: __m512i| _mm512_and_si512(v, nib);
+        let a = n(x);
+        let b = _mm512_slli_epi32::<8>(n(_mm512_srli_epi32::<4>(x)));
+        let c = _mm512_slli_epi32::<16>(n(_mm512_srli_epi32::<8>(x)));
+        let d = _mm512_slli_epi32::<24>(n(_mm512_srli_epi32::<12>(x)));
+        _mm512_or_si512(_mm512_or_si512(a, b), _mm512_or_si512(c, d))
+    };
+    for u in 0..kc / 8 {
+        let v = _mm512_mask_i32gather_epi32::<1>(zero, mask, offsets, src.as_ptr().add(k0 / 2 + 4 * u) as _);
+        _mm512_storeu_si512(out.add(2 * u), spread(v));
+        _mm512_storeu_si512(out.add(2 * u + 1), spread(_mm512_srli_epi32::<16>(v)));
     }
 }
 
