@@ -160,6 +160,32 @@ fn input_type_and_prompt_name_use_the_models_prompts() {
     assert_eq!(c, 422, "{b}");
 }
 
+/// `serve --dtype int8`: /info names the dtype and the quantized models' default budget, and the
+/// embeddings stay within cosine 0.999 of the float model's.
+#[test]
+fn serve_int8_reports_its_dtype_and_stays_close_to_f32() {
+    let srv = Server::start(&["--model", MINILM, "--preload", "--dtype", "int8"]);
+    srv.wait_for("ready", || srv.get("/ready").0 == 200);
+    let (code, info) = srv.get("/info");
+    assert_eq!(code, 200);
+    assert_eq!(info["model_dtype"], "int8");
+    assert_eq!(info["max_batch_tokens"], 1024);
+    let input = json!({"input": ["a short query", "a longer passage about protein folding and heat shock"]});
+    let (code, b) = srv.post("/v1/embeddings", &input);
+    assert_eq!(code, 200, "{b}");
+    let got = openai_vectors(&b);
+    let texts = vec!["a short query".to_string(), "a longer passage about protein folding and heat shock".to_string()];
+    let want = engine_for(MINILM).embed(&texts, &EmbedOptions::default()).unwrap().vectors;
+    for (g, w) in got.iter().zip(&want) {
+        let cos = common::cosine(g, w);
+        assert!(cos >= 0.999, "int8 server vs f32 engine: cosine {cos}");
+    }
+    let f32_srv = Server::start(&["--model", MINILM, "--preload"]);
+    f32_srv.wait_for("ready", || f32_srv.get("/ready").0 == 200);
+    let (_, info) = f32_srv.get("/info");
+    assert_eq!((info["model_dtype"].as_str(), info["max_batch_tokens"].as_u64()), (Some("f32"), Some(16384)));
+}
+
 #[test]
 fn tei_tokenize_info_models_health_ready_metrics() {
     let srv = Server::start(&["--model", MINILM, "--preload"]);

@@ -174,7 +174,7 @@ pub fn run(engine: &Engine, w: &Workload, o: &BenchOptions, progress: &dyn Progr
             Task::Rerank => "rerank",
         },
         device: device_name(engine),
-        dtype: engine.dtype.as_str(),
+        dtype: engine.dtype_label(),
         threads: candle_core::utils::get_num_threads(),
         max_length: engine.spec.max_length,
         batch_size: o.batch_size,

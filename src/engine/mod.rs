@@ -119,6 +119,8 @@ pub struct Engine {
     pub dtype: DType,
     pub max_batch_tokens: usize,
     pub load_time: std::time::Duration,
+    /// Bits the linear layers were quantized to at load (`--dtype int8`), if they were.
+    pub load_quant_bits: Option<u32>,
 }
 
 impl Engine {
@@ -143,7 +145,17 @@ impl Engine {
         for n in &spec.notes {
             tracing::info!(model = %spec.name, "{n}");
         }
-        Ok(Engine { spec, tokenizer, model, device, dtype, max_batch_tokens, load_time: t0.elapsed() })
+        let load_quant_bits = opts.quantize_bits.filter(|_| spec.quantization.is_none());
+        Ok(Engine { spec, tokenizer, model, device, dtype, max_batch_tokens, load_time: t0.elapsed(), load_quant_bits })
+    }
+
+    /// What the user asked for as `--dtype`: "int8" when the layers were quantized at load, else
+    /// the compute dtype ("f32", "bf16", ...).
+    pub fn dtype_label(&self) -> &'static str {
+        match self.load_quant_bits {
+            Some(_) => "int8",
+            None => self.dtype.as_str(),
+        }
     }
 
     fn require(&self, task: Task) -> Result<()> {

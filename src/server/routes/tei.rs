@@ -188,7 +188,7 @@ pub async fn info(State(st): State<Shared>, Query(q): Query<InfoQuery>) -> ApiRe
     };
     let dtype = match slot.spec.arch {
         _ if !slot.is_loaded() => Value::Null,
-        _ => json!(format!("{:?}", st.registry.get(slot).await?.engine.dtype).to_lowercase()),
+        _ => json!(st.registry.get(slot).await?.engine.dtype_label()),
     };
     Ok(Json(json!({
         "model_id": slot.id(),
