@@ -169,3 +169,11 @@ impl SharedMut {
         self.0
     }
 }
+
+/// Deterministic test data in [-1, 1) (a multiplicative hash of the index; no `rand` dependency).
+#[cfg(test)]
+pub(crate) fn test_seq(len: usize, seed: u32) -> Vec<f32> {
+    (0..len)
+        .map(|i| (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) % 1000) as f32 / 500.0 - 1.0)
+        .collect()
+}

@@ -134,18 +134,17 @@ impl Engine {
                 "dtype int8 runs on the CPU only; on a GPU use bf16 or an MLX-quantized checkpoint".into(),
             ));
         }
+        // A checkpoint quantized on disk keeps its own quantization.
+        let load_quant_bits = opts.quantize_bits.filter(|_| spec.quantization.is_none());
         let mut ws = WeightStore::open(&spec.weight_files, &device, dtype)?;
         ws.set_quantization(spec.quantization.clone());
-        if spec.quantization.is_none() {
-            ws.set_load_quantization(opts.quantize_bits.map(|b| (b, LOAD_QUANT_GROUP)));
-        }
+        ws.set_load_quantization(load_quant_bits.map(|b| (b, LOAD_QUANT_GROUP)));
         let model = Model::load(&spec, &ws)?;
         let max_batch_tokens =
             crate::weights::forward_token_budget(opts.max_batch_tokens, opts.quantizes(&spec), device.is_cpu());
         for n in &spec.notes {
             tracing::info!(model = %spec.name, "{n}");
         }
-        let load_quant_bits = opts.quantize_bits.filter(|_| spec.quantization.is_none());
         Ok(Engine { spec, tokenizer, model, device, dtype, max_batch_tokens, load_time: t0.elapsed(), load_quant_bits })
     }
 

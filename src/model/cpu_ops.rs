@@ -277,6 +277,7 @@ pub fn attention_varlen(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::simd::test_seq as seq;
 
     #[test]
     fn exp_and_erf_match_libm() {
@@ -316,12 +317,6 @@ mod tests {
             term *= -x * x / n;
         }
         sum * 2.0 / std::f64::consts::PI.sqrt()
-    }
-
-    fn seq(len: usize, seed: u32) -> Vec<f32> {
-        (0..len)
-            .map(|i| (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) % 1000) as f32 / 500.0 - 1.0)
-            .collect()
     }
 
     #[test]

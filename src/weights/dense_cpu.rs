@@ -103,6 +103,7 @@ pub fn matmul_nt(x: &[f32], w: &[f32], m: usize, n: usize, k: usize, out: &mut [
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::simd::test_seq as seq;
 
     fn naive_nt(x: &[f32], w: &[f32], m: usize, n: usize, k: usize) -> Vec<f32> {
         let mut out = vec![0f32; m * n];
@@ -112,12 +113,6 @@ mod tests {
             }
         }
         out
-    }
-
-    fn seq(len: usize, seed: u32) -> Vec<f32> {
-        (0..len)
-            .map(|i| (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) % 1000) as f32 / 500.0 - 1.0)
-            .collect()
     }
 
     #[test]

@@ -160,17 +160,25 @@ thread_local! {
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
+/// Run `f` on this thread's buffer in `key`, or on a fresh one when it is busy: a rayon worker
+/// waiting inside a kernel that holds its buffer across a parallel section (`tiled`, the integer
+/// kernel) may pick up another call's task.
+pub(crate) fn with_local<T: Default + 'static, R>(
+    key: &'static std::thread::LocalKey<RefCell<T>>,
+    f: impl FnOnce(&mut T) -> R,
+) -> R {
+    key.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut v) => f(&mut v),
+        Err(_) => f(&mut T::default()),
+    })
+}
+
 fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    SCRATCH.with(|s| match s.try_borrow_mut() {
-        Ok(mut s) => {
-            if s.len() < len {
-                s.resize(len, 0.0);
-            }
-            f(&mut s[..len])
+    with_local(&SCRATCH, |s| {
+        if s.len() < len {
+            s.resize(len, 0.0);
         }
-        // Busy: a rayon worker waiting inside `tiled` (which holds its buffer across the parallel
-        // section) picked up another call's task.
-        Err(_) => f(&mut vec![0.0; len]),
+        f(&mut s[..len])
     })
 }
 

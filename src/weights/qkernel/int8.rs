@@ -25,6 +25,7 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
+use super::driver::with_local;
 use super::{scalar, AffineWeight};
 
 /// Inputs sharing one activation scale. Every supported weight group size is a multiple of it.
@@ -47,6 +48,7 @@ pub(crate) fn available() -> bool {
 }
 
 /// `m` activation rows quantized for a weight of group size `gs`.
+#[derive(Default)]
 pub(crate) struct QuantActs {
     /// `[m, k]` s8 codes
     pub q: Vec<i8>,
@@ -152,9 +154,10 @@ pub(crate) fn quantize_acts_into(x: &[f32], m: usize, k: usize, gs: usize, simd:
     });
 }
 
-/// `quantize_acts_into` a fresh buffer.
+/// `quantize_acts_into` a fresh buffer (the test reference).
+#[cfg(test)]
 pub(crate) fn quantize_acts(x: &[f32], m: usize, k: usize, gs: usize, simd: bool) -> QuantActs {
-    let mut a = QuantActs { q: Vec::new(), scale: Vec::new(), gsum: Vec::new() };
+    let mut a = QuantActs::default();
     quantize_acts_into(x, m, k, gs, simd, &mut a);
     a
 }
@@ -162,7 +165,7 @@ pub(crate) fn quantize_acts(x: &[f32], m: usize, k: usize, gs: usize, simd: bool
 thread_local! {
     /// The calling thread's quantized activations, reused across calls (a fresh multi-megabyte
     /// buffer per call would cost its page faults every time).
-    static ACTS: RefCell<QuantActs> = const { RefCell::new(QuantActs { q: Vec::new(), scale: Vec::new(), gsum: Vec::new() }) };
+    static ACTS: RefCell<QuantActs> = RefCell::new(QuantActs::default());
 }
 
 /// The reference: `out[m, n] = x[m, k] · Wᵀ` by the integer formula with plain loops, in the same
@@ -210,7 +213,8 @@ fn pack_panel(w: &AffineWeight, c0: usize, nc: usize, k0: usize, kc: usize, buf:
     let (bits, gs) = (w.bits(), w.group_size());
     let blk = kc * 16;
     let groups = kc / gs;
-    if matches!(bits, 4 | 8) {
+    let gathered = matches!(bits, 4 | 8);
+    if gathered {
         // Codes by gathers (16 weight rows per instruction), scales and biases below.
         let row_bytes = w.k() * bits as usize / 8;
         let bytes: &[u8] = bytemuck::cast_slice(w.packed());
@@ -230,7 +234,6 @@ fn pack_panel(w: &AffineWeight, c0: usize, nc: usize, k0: usize, kc: usize, buf:
             };
         }
     }
-    let gathered = matches!(bits, 4 | 8);
     let mut codes = [0u8; KC];
     for j in 0..NB {
         let (b, lane) = (j / 16, j % 16);
@@ -394,13 +397,9 @@ pub(crate) fn matmul(w: &AffineWeight, x: &[f32], m: usize, out: &mut [f32], bia
     if m == 0 || n == 0 {
         return;
     }
-    ACTS.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut a) => {
-            quantize_acts_into(x, m, k, gs, true, &mut a);
-            multiply(w, &a, m, out, bias, acc)
-        }
-        // Busy: a rayon worker waiting inside another call picked up this one.
-        Err(_) => multiply(w, &quantize_acts(x, m, k, gs, true), m, out, bias, acc),
+    with_local(&ACTS, |a| {
+        quantize_acts_into(x, m, k, gs, true, a);
+        multiply(w, a, m, out, bias, acc)
     })
 }
 
@@ -415,7 +414,7 @@ fn multiply(w: &AffineWeight, a: &QuantActs, m: usize, out: &mut [f32], bias: Op
     let panels: Vec<usize> = (0..n).step_by(NB).collect();
     panels.into_par_iter().for_each(|c0| {
         let nc = NB.min(n - c0);
-        let work = |buf: &mut Vec<u8>, params: &mut Vec<f32>| {
+        with_local(&PANEL, |(buf, params)| {
             buf.resize(NB * KC, 0);
             params.resize(2 * NB * (KC / ACT_GROUP), 0.0);
             for (ib, k0) in (0..m).step_by(MB).flat_map(|ib| (0..k).step_by(KC).map(move |k0| (ib, k0))) {
@@ -453,13 +452,6 @@ fn multiply(w: &AffineWeight, a: &QuantActs, m: usize, out: &mut [f32], bias: Op
                     }
                 }
             }
-        };
-        PANEL.with(|p| match p.try_borrow_mut() {
-            Ok(mut p) => {
-                let (buf, params) = &mut *p;
-                work(buf, params)
-            }
-            Err(_) => work(&mut Vec::new(), &mut Vec::new()),
         })
     });
 }
