@@ -77,14 +77,10 @@ fn concat_linear(parts: Vec<Linear>) -> Result<std::result::Result<Linear, Vec<L
     let mut weights = Vec::with_capacity(parts.len());
     let mut biases = Vec::with_capacity(parts.len());
     for p in &parts {
-        match p {
-            Linear::Dense { weight, bias } => {
-                weights.push(weight.clone());
-                if let Some(b) = bias {
-                    biases.push(b.clone());
-                }
-            }
-            _ => return Ok(Err(parts)),
+        let Some(w) = p.float_weight()? else { return Ok(Err(parts)) };
+        weights.push(w);
+        if let Some(b) = p.bias() {
+            biases.push(b.clone());
         }
     }
     let bias = match biases.len() {

@@ -75,6 +75,13 @@ multiversion!(
     }
 );
 
+/// Apply `f` to `out` (rows of `width`) in parallel, in stretches of whole rows.
+pub fn par_rows(out: &mut [f32], width: usize, f: &(dyn Fn(&mut [f32]) + Sync)) {
+    let rows = out.len() / width.max(1);
+    let per_task = rows.div_ceil(4 * rayon::current_num_threads().max(1)).max(1);
+    out.par_chunks_mut(per_task * width.max(1)).for_each(f);
+}
+
 /// Rows of activations up to which a linear layer takes dot products straight off the weight rows
 /// (memory-bound; nothing is packed) instead of a GEMM, whose packing would cost more than the
 /// arithmetic (measured: a 12-token MiniLM query spent half its time in gemm's packing).

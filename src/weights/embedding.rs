@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
+use rayon::prelude::*;
 
 use super::cuda_quant::DeviceAffine;
 use super::qkernel::AffineWeight;
@@ -88,6 +89,43 @@ impl Embedding {
         }
     }
 
+    /// CPU f32: `out[i] = table[ids[i]]` (or `+=` when `accumulate`) for every id (rows of `dim`),
+    /// in parallel; the packed CPU encoder sums its word, position and type embeddings this way
+    /// without a tensor per term. (The first term overwrites: adding onto fresh zeroed memory
+    /// would read each page before writing it, a second page fault per page.)
+    pub fn rows_f32(&self, ids: &[u32], out: &mut [f32], accumulate: bool) -> Result<()> {
+        let (n, dim) = (self.num_rows(), self.dim());
+        if let Some(bad) = ids.iter().find(|&&i| i as usize >= n) {
+            return Err(Error::InvalidInput(format!("token id {bad} is outside the {n}-row embedding table")));
+        }
+        let out = &mut out[..ids.len() * dim];
+        // Stretches of 256 rows: enough work per task to pay for the split.
+        const ROWS: usize = 256;
+        match self {
+            Embedding::Dense(t) => super::dense_cpu::with_f32(t, |table| {
+                out.par_chunks_mut(ROWS * dim).zip(ids.par_chunks(ROWS)).for_each(|(out, ids)| {
+                    for (row, &id) in out.chunks_exact_mut(dim).zip(ids) {
+                        let src = &table[id as usize * dim..(id as usize + 1) * dim];
+                        add_or_copy(row, src, accumulate);
+                    }
+                })
+            }),
+            Embedding::Quantized { table, .. } => {
+                out.par_chunks_mut(ROWS * dim).zip(ids.par_chunks(ROWS)).for_each(|(out, ids)| {
+                    let mut tmp = vec![0f32; dim];
+                    for (row, &id) in out.chunks_exact_mut(dim).zip(ids) {
+                        table.dequantize_rows(id as usize..id as usize + 1, &mut tmp);
+                        add_or_copy(row, &tmp, accumulate);
+                    }
+                });
+                Ok(())
+            }
+            Embedding::DeviceQuantized { .. } => {
+                Err(candle_core::Error::Msg("a GPU-resident embedding table has no CPU rows".into()).into())
+            }
+        }
+    }
+
     /// ids [b, l] (u32) -> [b, l, dim]
     pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
         let (b, l) = ids.dims2()?;
@@ -98,5 +136,13 @@ impl Embedding {
             }
         };
         Ok(flat.reshape((b, l, self.dim()))?)
+    }
+}
+
+fn add_or_copy(dst: &mut [f32], src: &[f32], accumulate: bool) {
+    if accumulate {
+        dst.iter_mut().zip(src).for_each(|(o, s)| *o += s);
+    } else {
+        dst.copy_from_slice(src);
     }
 }

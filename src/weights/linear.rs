@@ -7,12 +7,15 @@ use candle_core::{DType, Device, Module, Storage, Tensor};
 
 use super::cuda_quant::DeviceAffine;
 use super::dense_cpu::{self, with_f32};
+use super::packed_f32::{self, Epilogue, PackedF32};
 use super::qkernel::AffineWeight;
 
 #[derive(Debug, Clone)]
 pub enum Linear {
     /// weight [out, in], optional bias [out]
     Dense { weight: Tensor, bias: Option<Tensor> },
+    /// f32 weight [out, in] in column panels for the CPU's packed GEMM (`packed_f32`), bias f32
+    Packed { weight: Arc<PackedF32>, bias: Option<Tensor> },
     /// packed weight [out, in] (CPU memory), optional bias [out] (compute device and dtype)
     Quantized { weight: Arc<AffineWeight>, bias: Option<Tensor> },
     /// packed weight [out, in] in GPU memory, expanded per call by a device kernel; bias as above
@@ -20,8 +23,41 @@ pub enum Linear {
 }
 
 impl Linear {
+    /// A float layer; f32 weights on a CPU with AVX-512 are packed for `packed_f32` (the dense copy
+    /// is dropped), everything else stays a tensor for candle's matmul.
     pub fn dense(weight: Tensor, bias: Option<Tensor>) -> Self {
+        let packable = weight.device().is_cpu()
+            && weight.dtype() == DType::F32
+            && weight.rank() == 2
+            && bias.as_ref().is_none_or(|b| b.dtype() == DType::F32)
+            && packed_f32::available();
+        if packable {
+            let (n, k) = (weight.dims()[0], weight.dims()[1]);
+            if let Ok(packed) = with_f32(&weight, |w| PackedF32::pack(w, n, k)) {
+                return Linear::Packed { weight: Arc::new(packed), bias };
+            }
+        }
         Linear::Dense { weight, bias }
+    }
+
+    /// The float weight [out, in] as a tensor (packed layers unpacked), or None when quantized.
+    pub fn float_weight(&self) -> candle_core::Result<Option<Tensor>> {
+        match self {
+            Linear::Dense { weight, .. } => Ok(Some(weight.clone())),
+            Linear::Packed { weight, .. } => {
+                Ok(Some(Tensor::from_vec(weight.unpack(), (weight.n(), weight.k()), &Device::Cpu)?))
+            }
+            Linear::Quantized { .. } | Linear::DeviceQuantized { .. } => Ok(None),
+        }
+    }
+
+    pub fn bias(&self) -> Option<&Tensor> {
+        match self {
+            Linear::Dense { bias, .. }
+            | Linear::Packed { bias, .. }
+            | Linear::Quantized { bias, .. }
+            | Linear::DeviceQuantized { bias, .. } => bias.as_ref(),
+        }
     }
 
     pub fn quantized(weight: AffineWeight, bias: Option<Tensor>) -> Self {
@@ -35,20 +71,33 @@ impl Linear {
     pub fn out_dim(&self) -> usize {
         match self {
             Linear::Dense { weight, .. } => weight.dims()[0],
+            Linear::Packed { weight, .. } => weight.n(),
             Linear::Quantized { weight, .. } => weight.n(),
             Linear::DeviceQuantized { weight, .. } => weight.n(),
         }
     }
 
-    /// f32 CPU buffers: `out[m, n] = x[m, k] · Wᵀ + bias (+ residual)`, dense or quantized alike.
-    /// Bias and residual go into `out` first; the matmul accumulates onto them.
-    pub fn forward_f32(&self, x: &[f32], m: usize, out: &mut [f32], residual: Option<&[f32]>) -> crate::Result<()> {
+    /// f32 CPU buffers: `out[m, n] = act(x[m, k] · Wᵀ + bias (+ residual))`, any CPU layer alike.
+    /// Packed layers fuse bias, residual and `act` into the GEMM; the others put bias and residual
+    /// into `out` first, accumulate onto them, then apply `act` in parallel.
+    pub fn forward_f32(
+        &self,
+        x: &[f32],
+        m: usize,
+        out: &mut [f32],
+        residual: Option<&[f32]>,
+        act: Option<Epilogue>,
+    ) -> crate::Result<()> {
         let n = self.out_dim();
         let out = &mut out[..m * n];
-        let bias = match self {
-            Linear::Dense { bias, .. } | Linear::Quantized { bias, .. } | Linear::DeviceQuantized { bias, .. } => bias,
-        };
-        match bias {
+        if let Linear::Packed { weight, bias } = self {
+            match bias {
+                Some(b) => with_f32(b, |b| weight.matmul(x, m, out, Some(b), residual, act))?,
+                None => weight.matmul(x, m, out, None, residual, act),
+            }
+            return Ok(());
+        }
+        match self.bias() {
             Some(b) => with_f32(b, |b| dense_cpu::fill_rows(out, Some(b), residual))?,
             None => dense_cpu::fill_rows(out, None, residual),
         }
@@ -58,11 +107,40 @@ impl Linear {
                 with_f32(weight, |w| dense_cpu::matmul_nt(x, w, m, n, k, out, true))?;
             }
             Linear::Quantized { weight, .. } => weight.matmul_acc(&x[..m * weight.k()], m, out),
+            Linear::Packed { .. } => unreachable!("handled above"),
             Linear::DeviceQuantized { .. } => {
                 return Err(candle_core::Error::Msg("a GPU-resident quantized layer has no CPU buffers".into()).into())
             }
         }
+        if let Some(f) = act {
+            dense_cpu::par_rows(out, n, f);
+        }
         Ok(())
+    }
+
+    /// f32 CPU buffers: a two-layer MLP `out = second(act(first(x))) + residual`. Two packed
+    /// layers run fused per block of rows (`PackedF32::mlp`); anything else goes through `mid`
+    /// (grown to m × first's width as needed).
+    #[allow(clippy::too_many_arguments)]
+    pub fn mlp_f32(
+        first: &Linear,
+        second: &Linear,
+        x: &[f32],
+        m: usize,
+        mid: &mut Vec<f32>,
+        out: &mut [f32],
+        residual: Option<&[f32]>,
+        act: Option<Epilogue>,
+    ) -> crate::Result<()> {
+        if let (Linear::Packed { weight: w1, bias: b1 }, Linear::Packed { weight: w2, bias: b2 }) = (first, second) {
+            let b1 = b1.as_ref().map(|b| b.to_vec1::<f32>()).transpose()?;
+            let b2 = b2.as_ref().map(|b| b.to_vec1::<f32>()).transpose()?;
+            PackedF32::mlp(w1, w2, x, m, mid, out, (b1.as_deref(), b2.as_deref()), residual, act);
+            return Ok(());
+        }
+        mid.resize(m * first.out_dim(), 0.0);
+        first.forward_f32(x, m, mid, None, act)?;
+        second.forward_f32(mid, m, out, residual, None)
     }
 
     pub fn is_quantized(&self) -> bool {
@@ -78,6 +156,19 @@ impl Module for Linear {
         let rows: usize = dims[..dims.len() - 1].iter().product();
         let (y, bias, n) = match self {
             Linear::Dense { weight, bias } => (x.reshape((rows, k))?.matmul(&weight.t()?)?, bias, weight.dims()[0]),
+            Linear::Packed { weight, bias } => {
+                if k != weight.k() {
+                    return Err(candle_core::Error::Msg(format!(
+                        "linear layer expects inputs of width {}, got {k}",
+                        weight.k()
+                    )));
+                }
+                let bias = bias.as_ref().map(|b| b.to_vec1::<f32>()).transpose()?;
+                let y = cpu_matmul(x, rows, weight.n(), |xs, out| {
+                    weight.matmul(xs, rows, out, bias.as_deref(), None, None)
+                })?;
+                (y, &None, weight.n())
+            }
             // The CPU kernel adds the bias itself, in the pass that writes the output.
             Linear::Quantized { weight, bias } if x.device().is_cpu() => {
                 (quantized_matmul_cpu(weight, x, rows, k, bias.as_ref())?, &None, weight.n())
@@ -116,22 +207,27 @@ fn quantized_matmul_cpu(
     bias: Option<&Tensor>,
 ) -> candle_core::Result<Tensor> {
     check_width(w, k)?;
+    let bias = bias.map(|b| b.to_dtype(DType::F32)?.to_vec1::<f32>()).transpose()?;
+    cpu_matmul(x, rows, w.n(), |xs, out| w.matmul_bias(xs, rows, out, bias.as_deref()))
+}
+
+/// Run `f(activations [rows, k], out [rows, n])` on x's f32 CPU storage in place; the result is
+/// the tensor [rows, n] in x's dtype.
+fn cpu_matmul(x: &Tensor, rows: usize, n: usize, f: impl FnOnce(&[f32], &mut [f32])) -> candle_core::Result<Tensor> {
     let dtype = x.dtype();
     let xf = x.to_dtype(DType::F32)?.contiguous()?;
-    let bias = bias.map(|b| b.to_dtype(DType::F32)?.to_vec1::<f32>()).transpose()?;
-    let mut out = vec![0f32; rows * w.n()];
+    let mut out = vec![0f32; rows * n];
     {
         let (storage, layout) = xf.storage_and_layout();
         let Storage::Cpu(cpu) = &*storage else {
-            return Err(candle_core::Error::Msg("quantized linear: CPU tensor without CPU storage".into()));
+            return Err(candle_core::Error::Msg("CPU linear layer: tensor without CPU storage".into()));
         };
         let (start, end) = layout
             .contiguous_offsets()
-            .ok_or_else(|| candle_core::Error::Msg("quantized linear: activations not contiguous".into()))?;
-        let xs = &cpu.as_slice::<f32>()?[start..end];
-        w.matmul_bias(xs, rows, &mut out, bias.as_deref());
+            .ok_or_else(|| candle_core::Error::Msg("CPU linear layer: activations not contiguous".into()))?;
+        f(&cpu.as_slice::<f32>()?[start..end], &mut out);
     }
-    Tensor::from_vec(out, (rows, w.n()), &Device::Cpu)?.to_dtype(dtype)
+    Tensor::from_vec(out, (rows, n), &Device::Cpu)?.to_dtype(dtype)
 }
 
 /// x [.., k] as [rows, k] times Wᵀ -> [rows, n] in x's dtype on x's device.

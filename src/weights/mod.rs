@@ -6,6 +6,7 @@ pub mod cuda_quant;
 pub(crate) mod dense_cpu;
 pub mod embedding;
 pub mod linear;
+pub mod packed_f32;
 pub mod qkernel;
 pub mod quant;
 

@@ -5,20 +5,26 @@
 //! (see `model::cpu_ops` for why this path exists).
 
 use candle_core::{DType, Device, Tensor};
+use rayon::prelude::*;
 
 use super::super::cpu_ops as ops;
 use super::super::layers::LayerNorm;
+use super::super::profile::{self, mark};
 use super::super::Batch;
 use super::Bert;
 use crate::spec::Activation;
 use crate::weights::dense_cpu::with_f32;
+use crate::weights::Linear;
 use crate::Result;
 
 fn layer_norm(ln: &LayerNorm, x: &mut [f32], dim: usize) -> Result<()> {
     let (w, b, eps) = ln.params();
     let b = b.ok_or_else(|| candle_core::Error::Msg("layer norm without bias".into()))?;
-    with_f32(w, |w| with_f32(b, |b| ops::layer_norm_rows(x, dim, w, b, eps as f32)))??;
-    Ok(())
+    // Rows are independent: stretches of them in parallel.
+    let norm = |rows: &mut [f32]| with_f32(w, |w| with_f32(b, |b| ops::layer_norm_rows(rows, dim, w, b, eps as f32)));
+    // At least 64 rows a task: a short query's few rows are not worth a thread hand-off.
+    let per_task = (x.len() / dim.max(1)).div_ceil(4 * rayon::current_num_threads()).max(64) * dim.max(1);
+    x.par_chunks_mut(per_task).map(|rows| norm(rows)?).collect::<Result<()>>()
 }
 
 impl Bert {
@@ -35,6 +41,7 @@ impl Bert {
     /// Hidden states [b, l, hidden] (pad rows zero), computed over the packed real tokens.
     pub(super) fn forward_cpu(&self, batch: &Batch) -> Result<Tensor> {
         let (b, l) = batch.ids.dims2()?;
+        let mut prof = profile::start(&Device::Cpu)?;
         let ids = batch.ids.to_vec2::<u32>()?;
         let types = batch.type_ids.to_vec2::<u32>()?;
         let mut seqs = Vec::with_capacity(b);
@@ -48,35 +55,44 @@ impl Bert {
         }
         let t = p_ids.len();
         let h = self.emb_ln.params().0.dims()[0];
-        let x = self.word.rows(&p_ids)?.add(&self.types.rows(&p_types)?)?.add(&self.pos.rows(&p_pos)?)?;
-        let mut x = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let mut x = vec![0f32; t * h];
+        self.word.rows_f32(&p_ids, &mut x, false)?;
+        self.types.rows_f32(&p_types, &mut x, true)?;
+        self.pos.rows_f32(&p_pos, &mut x, true)?;
         layer_norm(&self.emb_ln, &mut x, h)?;
+        mark(&mut prof, "embed + layer norm")?;
 
+        let act: &(dyn Fn(&mut [f32]) + Sync) = match self.act {
+            Activation::Gelu => &ops::gelu_erf,
+            Activation::GeluTanh => &ops::gelu_tanh,
+            Activation::Relu => &ops::relu,
+            Activation::Silu => &ops::silu,
+        };
         let heads = self.heads;
         let hd = h / heads;
-        let inter_dim = self.layers.first().map_or(0, |ly| ly.inter.out_dim());
         let mut q = vec![0f32; t * h];
         let mut k = vec![0f32; t * h];
         let mut v = vec![0f32; t * h];
         let mut ctx = vec![0f32; t * h];
         let mut a = vec![0f32; t * h];
-        let mut inter = vec![0f32; t * inter_dim];
+        // Grown only when the feed-forward layers are not fused (see `Linear::mlp_f32`).
+        let mut inter = Vec::new();
         for layer in &self.layers {
-            layer.q.forward_f32(&x, t, &mut q, None)?;
-            layer.k.forward_f32(&x, t, &mut k, None)?;
-            layer.v.forward_f32(&x, t, &mut v, None)?;
+            layer.q.forward_f32(&x, t, &mut q, None, None)?;
+            layer.k.forward_f32(&x, t, &mut k, None, None)?;
+            layer.v.forward_f32(&x, t, &mut v, None, None)?;
+            mark(&mut prof, "q/k/v proj")?;
             ops::attention_varlen(&q, &k, &v, h, &seqs, heads, hd, false, &mut ctx);
-            layer.attn_out.forward_f32(&ctx, t, &mut a, Some(&x))?;
+            mark(&mut prof, "attention")?;
+            layer.attn_out.forward_f32(&ctx, t, &mut a, Some(&x), None)?;
+            mark(&mut prof, "out proj + residual")?;
             layer_norm(&layer.attn_ln, &mut a, h)?;
-            layer.inter.forward_f32(&a, t, &mut inter, None)?;
-            match self.act {
-                Activation::Gelu => ops::gelu_erf(&mut inter),
-                Activation::GeluTanh => ops::gelu_tanh(&mut inter),
-                Activation::Relu => ops::relu(&mut inter),
-                Activation::Silu => ops::silu(&mut inter),
-            }
-            layer.out.forward_f32(&inter, t, &mut x, Some(&a))?;
+            mark(&mut prof, "layer norm")?;
+            // The activation runs inside the GEMM's epilogue (packed layers) or right after it.
+            Linear::mlp_f32(&layer.inter, &layer.out, &a, t, &mut inter, &mut x, Some(&a), Some(act))?;
+            mark(&mut prof, "feed-forward + residual")?;
             layer_norm(&layer.out_ln, &mut x, h)?;
+            mark(&mut prof, "layer norm")?;
         }
 
         // Back to the padded [b, l, h] layout the pooling stage reads.
@@ -84,6 +100,8 @@ impl Bert {
         for (row, &(s, len)) in seqs.iter().enumerate() {
             padded[row * l * h..(row * l + len) * h].copy_from_slice(&x[s * h..(s + len) * h]);
         }
-        Ok(Tensor::from_vec(padded, (b, l, h), &Device::Cpu)?)
+        let out = Tensor::from_vec(padded, (b, l, h), &Device::Cpu)?;
+        mark(&mut prof, "unpack")?;
+        Ok(out)
     }
 }
