@@ -142,8 +142,8 @@ impl Qwen3 {
             let q = ws.linear_float_activations(&format!("{p}.self_attn.q_proj"), h, nh * hd, bias)?;
             let k = ws.linear_float_activations(&format!("{p}.self_attn.k_proj"), h, nkv * hd, bias)?;
             let v = ws.linear_float_activations(&format!("{p}.self_attn.v_proj"), h, nkv * hd, bias)?;
-            let gate = ws.linear(&format!("{p}.mlp.gate_proj"), h, inter, false)?;
-            let up = ws.linear(&format!("{p}.mlp.up_proj"), h, inter, false)?;
+            let gate = ws.linear_outlier_split(&format!("{p}.mlp.gate_proj"), h, inter, false)?;
+            let up = ws.linear_outlier_split(&format!("{p}.mlp.up_proj"), h, inter, false)?;
             // The fused path multiplies the concatenated weights once (bigger GEMMs run closer to peak);
             // the separate tensors are dropped, so the weights are held once.
             let (qkv, gate_up) = if fused {

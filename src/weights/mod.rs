@@ -45,6 +45,14 @@ pub fn forward_token_budget(requested: Option<usize>, quantized: bool, cpu: bool
 /// Leading prefixes stripped from tensor names so model code asks for one canonical name.
 const PREFIXES: &[&str] = &["model.", "bert.", "roberta.", "transformer."];
 
+/// How a quantized layer's activations enter the integer kernel (see `qkernel::AffineWeight`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Acts {
+    Integer,
+    SplitOutliers,
+    Float,
+}
+
 pub struct WeightStore {
     st: MmapedSafetensors,
     /// canonical name -> name in the file
@@ -149,40 +157,42 @@ impl WeightStore {
     /// A linear layer `prefix.weight` [out, in] (+ `prefix.bias` [out] when `bias`). Quantized
     /// exactly when `prefix.scales` exists (the MLX rule), or at load (`set_load_quantization`).
     pub fn linear(&self, prefix: &str, in_dim: usize, out_dim: usize, bias: bool) -> Result<Linear> {
-        self.linear_inner(prefix, in_dim, out_dim, bias, false)
+        self.linear_inner(prefix, in_dim, out_dim, bias, Acts::Integer)
     }
 
-    /// `linear` for a layer whose activations must stay f32 (attention's q/k/v projections; see
+    /// `linear` for a layer whose input has a few huge channels that the integer kernel should
+    /// multiply in f32 (layers reading a normalized hidden state: BERT q/k/v and intermediate,
+    /// Qwen3 gate/up; see `AffineWeight::set_split_outliers`).
+    pub fn linear_outlier_split(&self, prefix: &str, in_dim: usize, out_dim: usize, bias: bool) -> Result<Linear> {
+        self.linear_inner(prefix, in_dim, out_dim, bias, Acts::SplitOutliers)
+    }
+
+    /// `linear` for a layer whose activations must stay f32 (see
     /// `AffineWeight::set_float_activations`): a quantized checkpoint's layer never takes the
     /// integer kernel, and load-time quantization leaves the layer dense (with f32 activations it
     /// would gain no speed, only rounding).
     pub fn linear_float_activations(&self, prefix: &str, in_dim: usize, out_dim: usize, bias: bool) -> Result<Linear> {
-        self.linear_inner(prefix, in_dim, out_dim, bias, true)
+        self.linear_inner(prefix, in_dim, out_dim, bias, Acts::Float)
     }
 
-    fn linear_inner(
-        &self,
-        prefix: &str,
-        in_dim: usize,
-        out_dim: usize,
-        bias: bool,
-        float_acts: bool,
-    ) -> Result<Linear> {
+    fn linear_inner(&self, prefix: &str, in_dim: usize, out_dim: usize, bias: bool, acts: Acts) -> Result<Linear> {
         let b = if bias { Some(self.get(&format!("{prefix}.bias"), &[out_dim])?) } else { None };
         if let Some(mut q) = self.quantized(prefix, out_dim, in_dim)? {
             if self.device.is_cuda() {
                 // Packed on the GPU, expanded there per call (cuda_quant); the CPU copy is dropped.
                 return Ok(Linear::device_quantized(cuda_quant::DeviceAffine::load(self, prefix, &q)?, b));
             }
-            q.set_float_activations(float_acts);
+            q.set_split_outliers(acts == Acts::SplitOutliers);
+            q.set_float_activations(acts == Acts::Float);
             return Ok(Linear::quantized(q, b));
         }
         let w = self.get(&format!("{prefix}.weight"), &[out_dim, in_dim])?;
         let load_quant = self.load_quant.filter(|&(_, gs)| self.device.is_cpu() && in_dim.is_multiple_of(gs));
-        if let Some((bits, gs)) = load_quant.filter(|_| !float_acts) {
+        if let Some((bits, gs)) = load_quant.filter(|_| acts != Acts::Float) {
             let values = w.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-            let q = qkernel::quantize(&values, out_dim, in_dim, bits, gs)
+            let mut q = qkernel::quantize(&values, out_dim, in_dim, bits, gs)
                 .map_err(|e| Error::weights(self.path(), format!("layer `{prefix}`: {e}")))?;
+            q.set_split_outliers(acts == Acts::SplitOutliers);
             return Ok(Linear::quantized(q, b));
         }
         Ok(Linear::dense(w, b))
