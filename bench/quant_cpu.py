@@ -64,6 +64,9 @@ def main():
         "qwen3-0.6b": ("Qwen3-Embedding-0.6B", os.path.join(ROOT, ".cache", "full", "Qwen3-Embedding-0.6B"), a.qwen_limit),
     }
     wanted = [m.strip() for m in a.models.split(",") if m.strip()]
+    unknown = [m for m in wanted if m not in models]
+    if unknown:
+        sys.exit(f"--models: unknown {', '.join(unknown)} (choose from {', '.join(models)})")
     variants = {}
     for key in wanted:
         name, src, _ = models[key]

@@ -44,9 +44,9 @@ impl Bert {
         for i in 0..c.num_hidden_layers {
             let p = format!("encoder.layer.{i}");
             layers.push(Layer {
-                q: ws.linear_outlier_split(&format!("{p}.attention.self.query"), h, h, true)?,
-                k: ws.linear_outlier_split(&format!("{p}.attention.self.key"), h, h, true)?,
-                v: ws.linear_outlier_split(&format!("{p}.attention.self.value"), h, h, true)?,
+                q: ws.linear_float_activations(&format!("{p}.attention.self.query"), h, h, true)?,
+                k: ws.linear_float_activations(&format!("{p}.attention.self.key"), h, h, true)?,
+                v: ws.linear_float_activations(&format!("{p}.attention.self.value"), h, h, true)?,
                 attn_out: ws.linear(&format!("{p}.attention.output.dense"), h, h, true)?,
                 attn_ln: LayerNorm::load(ws, &format!("{p}.attention.output.LayerNorm"), h, eps)?,
                 inter: ws.linear_outlier_split(&format!("{p}.intermediate.dense"), h, c.intermediate_size, true)?,

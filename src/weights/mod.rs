@@ -161,8 +161,8 @@ impl WeightStore {
     }
 
     /// `linear` for a layer whose input has a few huge channels that the integer kernel should
-    /// multiply in f32 (layers reading a normalized hidden state: BERT q/k/v and intermediate,
-    /// Qwen3 gate/up; see `AffineWeight::set_split_outliers`).
+    /// multiply in f32 (the feed-forward input, a normalized hidden state: BERT's intermediate,
+    /// Qwen3's gate/up; see `AffineWeight::set_split_outliers`).
     pub fn linear_outlier_split(&self, prefix: &str, in_dim: usize, out_dim: usize, bias: bool) -> Result<Linear> {
         self.linear_inner(prefix, in_dim, out_dim, bias, Acts::SplitOutliers)
     }
