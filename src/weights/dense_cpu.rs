@@ -75,10 +75,11 @@ multiversion!(
     }
 );
 
-/// Apply `f` to `out` (rows of `width`) in parallel, in stretches of whole rows.
-pub fn par_rows(out: &mut [f32], width: usize, f: &(dyn Fn(&mut [f32]) + Sync)) {
+/// Apply `f` to `out` (rows of `width`) in parallel, in stretches of at least `min_rows` whole
+/// rows (a few rows are not worth a thread hand-off).
+pub fn par_rows(out: &mut [f32], width: usize, min_rows: usize, f: &(dyn Fn(&mut [f32]) + Sync)) {
     let rows = out.len() / width.max(1);
-    let per_task = rows.div_ceil(4 * rayon::current_num_threads().max(1)).max(1);
+    let per_task = rows.div_ceil(4 * rayon::current_num_threads().max(1)).max(min_rows.max(1));
     out.par_chunks_mut(per_task * width.max(1)).for_each(f);
 }
 

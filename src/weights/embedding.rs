@@ -65,12 +65,18 @@ impl Embedding {
         }
     }
 
+    /// Every id must name a row of the table.
+    fn check_ids(&self, ids: &[u32]) -> Result<()> {
+        let n = self.num_rows();
+        match ids.iter().find(|&&i| i as usize >= n) {
+            Some(bad) => Err(Error::InvalidInput(format!("token id {bad} is outside the {n}-row embedding table"))),
+            None => Ok(()),
+        }
+    }
+
     /// Rows `ids` of the table, [ids.len(), dim], in the compute dtype on the compute device.
     pub fn rows(&self, ids: &[u32]) -> Result<Tensor> {
-        let n = self.num_rows();
-        if let Some(bad) = ids.iter().find(|&&i| i as usize >= n) {
-            return Err(Error::InvalidInput(format!("token id {bad} is outside the {n}-row embedding table")));
-        }
+        self.check_ids(ids)?;
         match self {
             Embedding::Dense(t) => {
                 let idx = Tensor::new(ids, t.device())?;
@@ -94,10 +100,8 @@ impl Embedding {
     /// without a tensor per term. (The first term overwrites: adding onto fresh zeroed memory
     /// would read each page before writing it, a second page fault per page.)
     pub fn rows_f32(&self, ids: &[u32], out: &mut [f32], accumulate: bool) -> Result<()> {
-        let (n, dim) = (self.num_rows(), self.dim());
-        if let Some(bad) = ids.iter().find(|&&i| i as usize >= n) {
-            return Err(Error::InvalidInput(format!("token id {bad} is outside the {n}-row embedding table")));
-        }
+        self.check_ids(ids)?;
+        let dim = self.dim();
         let out = &mut out[..ids.len() * dim];
         // Stretches of 256 rows: enough work per task to pay for the split.
         const ROWS: usize = 256;

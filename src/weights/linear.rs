@@ -91,16 +91,9 @@ impl Linear {
         let n = self.out_dim();
         let out = &mut out[..m * n];
         if let Linear::Packed { weight, bias } = self {
-            match bias {
-                Some(b) => with_f32(b, |b| weight.matmul(x, m, out, Some(b), residual, act))?,
-                None => weight.matmul(x, m, out, None, residual, act),
-            }
-            return Ok(());
+            return with_bias(bias.as_ref(), |b| weight.matmul(x, m, out, b, residual, act));
         }
-        match self.bias() {
-            Some(b) => with_f32(b, |b| dense_cpu::fill_rows(out, Some(b), residual))?,
-            None => dense_cpu::fill_rows(out, None, residual),
-        }
+        with_bias(self.bias(), |b| dense_cpu::fill_rows(out, b, residual))?;
         match self {
             Linear::Dense { weight, .. } => {
                 let k = weight.dims()[1];
@@ -113,7 +106,7 @@ impl Linear {
             }
         }
         if let Some(f) = act {
-            dense_cpu::par_rows(out, n, f);
+            dense_cpu::par_rows(out, n, 1, f);
         }
         Ok(())
     }
@@ -133,10 +126,9 @@ impl Linear {
         act: Option<Epilogue>,
     ) -> crate::Result<()> {
         if let (Linear::Packed { weight: w1, bias: b1 }, Linear::Packed { weight: w2, bias: b2 }) = (first, second) {
-            let b1 = b1.as_ref().map(|b| b.to_vec1::<f32>()).transpose()?;
-            let b2 = b2.as_ref().map(|b| b.to_vec1::<f32>()).transpose()?;
-            PackedF32::mlp(w1, w2, x, m, mid, out, (b1.as_deref(), b2.as_deref()), residual, act);
-            return Ok(());
+            return with_bias(b1.as_ref(), |b1| {
+                with_bias(b2.as_ref(), |b2| PackedF32::mlp(w1, w2, x, m, mid, out, (b1, b2), residual, act))
+            })?;
         }
         mid.resize(m * first.out_dim(), 0.0);
         first.forward_f32(x, m, mid, None, act)?;
@@ -209,6 +201,14 @@ fn quantized_matmul_cpu(
     check_width(w, k)?;
     let bias = bias.map(|b| b.to_dtype(DType::F32)?.to_vec1::<f32>()).transpose()?;
     cpu_matmul(x, rows, w.n(), |xs, out| w.matmul_bias(xs, rows, out, bias.as_deref()))
+}
+
+/// `f` with the bias borrowed as an f32 slice (CPU f32 tensors; an error otherwise), or None.
+fn with_bias<R>(bias: Option<&Tensor>, f: impl FnOnce(Option<&[f32]>) -> R) -> crate::Result<R> {
+    match bias {
+        Some(b) => with_f32(b, |b| f(Some(b))),
+        None => Ok(f(None)),
+    }
 }
 
 /// Run `f(activations [rows, k], out [rows, n])` on x's f32 CPU storage in place; the result is

@@ -177,13 +177,16 @@ impl WeightStore {
 
     fn linear_inner(&self, prefix: &str, in_dim: usize, out_dim: usize, bias: bool, acts: Acts) -> Result<Linear> {
         let b = if bias { Some(self.get(&format!("{prefix}.bias"), &[out_dim])?) } else { None };
+        let configure = |q: &mut qkernel::AffineWeight| {
+            q.set_split_outliers(acts == Acts::SplitOutliers);
+            q.set_float_activations(acts == Acts::Float);
+        };
         if let Some(mut q) = self.quantized(prefix, out_dim, in_dim)? {
             if self.device.is_cuda() {
                 // Packed on the GPU, expanded there per call (cuda_quant); the CPU copy is dropped.
                 return Ok(Linear::device_quantized(cuda_quant::DeviceAffine::load(self, prefix, &q)?, b));
             }
-            q.set_split_outliers(acts == Acts::SplitOutliers);
-            q.set_float_activations(acts == Acts::Float);
+            configure(&mut q);
             return Ok(Linear::quantized(q, b));
         }
         let w = self.get(&format!("{prefix}.weight"), &[out_dim, in_dim])?;
@@ -192,7 +195,7 @@ impl WeightStore {
             let values = w.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
             let mut q = qkernel::quantize(&values, out_dim, in_dim, bits, gs)
                 .map_err(|e| Error::weights(self.path(), format!("layer `{prefix}`: {e}")))?;
-            q.set_split_outliers(acts == Acts::SplitOutliers);
+            configure(&mut q);
             return Ok(Linear::quantized(q, b));
         }
         Ok(Linear::dense(w, b))

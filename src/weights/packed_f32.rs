@@ -14,6 +14,7 @@
 
 use rayon::prelude::*;
 
+use super::qkernel::with_local;
 use crate::simd::SharedMut;
 
 /// Output columns per panel: four AVX-512 registers of f32.
@@ -189,15 +190,14 @@ impl PackedF32 {
         (0..m.div_ceil(MC)).into_par_iter().for_each(|t| {
             let r0 = t * MC;
             let rows = MC.min(m - r0);
-            MID.with(|buf| {
-                let mut buf = buf.borrow_mut();
+            with_local(&MID, |buf| {
                 buf.resize(MC * h, 0.0);
                 // SAFETY: `buf` holds MC × h; this task alone writes rows r0..r0+rows of `out`
                 // (m × n, asserted); the inputs are shared reads of asserted extents.
                 unsafe {
                     first.task(&x[r0 * k..], rows, 0..h.div_ceil(NR), buf.as_mut_ptr(), biases.0, None, act);
                     let res = residual.map(|r| &r[r0 * n..]);
-                    second.task(&buf, rows, 0..n.div_ceil(NR), out_ptr.get().add(r0 * n), biases.1, res, None);
+                    second.task(buf, rows, 0..n.div_ceil(NR), out_ptr.get().add(r0 * n), biases.1, res, None);
                 }
             });
         });
@@ -220,7 +220,6 @@ impl PackedF32 {
         let w = self.panels();
         let chunks = k.div_ceil(KC);
         let kc = k.div_ceil(chunks);
-        let rows = 0..rows;
         for c in 0..chunks {
             let k0 = c * kc;
             let len = kc.min(k - k0);
@@ -229,9 +228,9 @@ impl PackedF32 {
                 let col = p * NR;
                 let width = NR.min(n - col);
                 let wp = w.as_ptr().add(p * k * NR + k0 * NR);
-                let mut i = rows.start;
-                while i < rows.end {
-                    let r = MR.min(rows.end - i);
+                let mut i = 0;
+                while i < rows {
+                    let r = MR.min(rows - i);
                     let init = if first {
                         Init::Fresh {
                             bias: bias.map_or(std::ptr::null(), |b| b.as_ptr().add(col)),
@@ -254,7 +253,7 @@ impl PackedF32 {
                     i += r;
                 }
                 if let (true, Some(f)) = (last, act) {
-                    for i in rows.clone() {
+                    for i in 0..rows {
                         f(std::slice::from_raw_parts_mut(out.add(i * n + col), width));
                     }
                 }

@@ -5,7 +5,6 @@
 //! (see `model::cpu_ops` for why this path exists).
 
 use candle_core::{DType, Device, Tensor};
-use rayon::prelude::*;
 
 use super::super::cpu_ops as ops;
 use super::super::layers::LayerNorm;
@@ -13,18 +12,17 @@ use super::super::profile::{self, mark};
 use super::super::Batch;
 use super::Bert;
 use crate::spec::Activation;
-use crate::weights::dense_cpu::with_f32;
+use crate::weights::dense_cpu::{par_rows, with_f32};
+use crate::weights::packed_f32::Epilogue;
 use crate::weights::Linear;
 use crate::Result;
 
 fn layer_norm(ln: &LayerNorm, x: &mut [f32], dim: usize) -> Result<()> {
     let (w, b, eps) = ln.params();
     let b = b.ok_or_else(|| candle_core::Error::Msg("layer norm without bias".into()))?;
-    // Rows are independent: stretches of them in parallel.
-    let norm = |rows: &mut [f32]| with_f32(w, |w| with_f32(b, |b| ops::layer_norm_rows(rows, dim, w, b, eps as f32)));
-    // At least 64 rows a task: a short query's few rows are not worth a thread hand-off.
-    let per_task = (x.len() / dim.max(1)).div_ceil(4 * rayon::current_num_threads()).max(64) * dim.max(1);
-    x.par_chunks_mut(per_task).map(|rows| norm(rows)?).collect::<Result<()>>()
+    // Rows are independent: stretches of at least 64 of them in parallel.
+    with_f32(w, |w| with_f32(b, |b| par_rows(x, dim, 64, &|rows| ops::layer_norm_rows(rows, dim, w, b, eps as f32))))??;
+    Ok(())
 }
 
 impl Bert {
@@ -62,7 +60,7 @@ impl Bert {
         layer_norm(&self.emb_ln, &mut x, h)?;
         mark(&mut prof, "embed + layer norm")?;
 
-        let act: &(dyn Fn(&mut [f32]) + Sync) = match self.act {
+        let act: Epilogue = match self.act {
             Activation::Gelu => &ops::gelu_erf,
             Activation::GeluTanh => &ops::gelu_tanh,
             Activation::Relu => &ops::relu,

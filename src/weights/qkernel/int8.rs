@@ -422,7 +422,7 @@ unsafe fn microkernel<const R: usize>(rows: &Rows<'_>, buf: &[u8], params: &[f32
 /// no split 0.99842, ratio 8: 0.99868, 6: 0.99869, 4: 0.99927, 3: 0.99938, 2: 0.99941. The q/k/v
 /// inputs have 1 to 4 such channels (LayerNorm's few huge ones).
 const OUTLIER_RATIO: f32 = 3.0;
-/// Calls with fewer rows than this find and add their outliers on the calling thread.
+/// Calls with fewer rows than this skip the outlier split.
 const SMALL_M: usize = 64;
 
 /// `out[m, n] (+)= x[m, k] · Wᵀ (+ bias)` on the integer path; for layers that ask for it
@@ -453,25 +453,20 @@ pub(crate) fn matmul(w: &AffineWeight, x: &[f32], m: usize, out: &mut [f32], bia
 /// The outlier channels of `x` (rows of `k`), largest first.
 fn outlier_channels(x: &[f32], k: usize) -> Vec<usize> {
     let rows = x.len() / k;
-    let block_max = |block: &[f32]| {
-        let mut mx = vec![0f32; k];
-        // SAFETY: `available()` holds (checked by the caller).
-        unsafe { column_absmax(block, &mut mx) };
-        mx
-    };
-    // A short query's few rows are not worth a thread hand-off (each costs tens of µs).
-    let absmax = if rows < SMALL_M {
-        block_max(x)
-    } else {
-        let per_task = rows.div_ceil(4 * rayon::current_num_threads().max(1)).max(SMALL_M);
-        x.par_chunks(per_task * k)
-            .map(block_max)
-            .reduce_with(|mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(x, y)| *x = x.max(*y));
-                a
-            })
-            .unwrap_or_default()
-    };
+    let per_task = rows.div_ceil(4 * rayon::current_num_threads().max(1)).max(SMALL_M);
+    let absmax = x
+        .par_chunks(per_task * k)
+        .map(|block| {
+            let mut mx = vec![0f32; k];
+            // SAFETY: `available()` holds (checked by the caller).
+            unsafe { column_absmax(block, &mut mx) };
+            mx
+        })
+        .reduce_with(|mut a, b| {
+            a.iter_mut().zip(&b).for_each(|(x, y)| *x = x.max(*y));
+            a
+        })
+        .unwrap_or_default();
     let limit = OUTLIER_RATIO * absmax.iter().sum::<f32>() / k as f32;
     let mut out: Vec<usize> = (0..absmax.len()).filter(|&c| absmax[c] > limit).collect();
     out.sort_by(|a, b| absmax[*b].total_cmp(&absmax[*a]));
@@ -504,13 +499,10 @@ fn add_outliers(w: &AffineWeight, x: &[f32], m: usize, outliers: &[usize], out: 
             wt[o * n + j] = (scalar::code(row, c, bits) as f32).mul_add(scales.get(c / gs), biases.get(c / gs));
         }
     }
-    // SAFETY (both calls): `available()` holds (checked by the caller).
-    let add = |(o, xr): (&mut [f32], &[f32])| unsafe { add_columns(o, xr, outliers, &wt) };
-    if m < SMALL_M {
-        out[..m * n].chunks_exact_mut(n).zip(x[..m * k].chunks_exact(k)).for_each(add);
-    } else {
-        out[..m * n].par_chunks_mut(n).zip(x[..m * k].par_chunks(k)).with_min_len(16).for_each(add);
-    }
+    out[..m * n].par_chunks_mut(n).zip(x[..m * k].par_chunks(k)).with_min_len(16).for_each(|(o, xr)| {
+        // SAFETY: `available()` holds (checked by the caller).
+        unsafe { add_columns(o, xr, outliers, &wt) }
+    });
 }
 
 /// # Safety

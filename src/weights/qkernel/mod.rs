@@ -15,7 +15,7 @@ mod int8;
 mod neon;
 mod scalar;
 
-pub(crate) use driver::sgemm_nt;
+pub(crate) use driver::{sgemm_nt, with_local};
 pub(crate) use scalar::code;
 #[cfg(test)]
 mod tests;
