@@ -12,10 +12,47 @@ use crate::{Error, Result};
 #[cfg(target_arch = "x86_64")]
 mod cpu;
 
+/// Attention's input projections: on the CPU one GEMM over the concatenated weights (the input is
+/// read and, on the integer path, quantized once; the output rows are q | k | v, which attention
+/// reads with a row stride); elsewhere three layers.
+enum Qkv {
+    Fused(Linear),
+    Split { q: Linear, k: Linear, v: Linear },
+}
+
+impl Qkv {
+    fn load(ws: &WeightStore, p: &str, h: usize) -> Result<Self> {
+        // The input is a layer-normalized hidden state: a few huge channels (see
+        // `linear_outlier_split`).
+        let part = |name: &str| ws.linear_outlier_split(&format!("{p}.attention.self.{name}"), h, h, true);
+        let (q, k, v) = (part("query")?, part("key")?, part("value")?);
+        if !ws.device.is_cpu() {
+            return Ok(Qkv::Split { q, k, v });
+        }
+        Ok(match Linear::concat(vec![q, k, v])? {
+            Ok(qkv) => Qkv::Fused(qkv),
+            Err(mut p) => {
+                let (v, k, q) = (p.remove(2), p.remove(1), p.remove(0));
+                Qkv::Split { q, k, v }
+            }
+        })
+    }
+
+    /// q, k and v `[.., h]` of `x` (the tensor path).
+    fn forward(&self, x: &Tensor, h: usize) -> Result<(Tensor, Tensor, Tensor)> {
+        Ok(match self {
+            Qkv::Fused(qkv) => {
+                let y = qkv.forward(x)?;
+                let part = |i: usize| y.narrow(D::Minus1, i * h, h)?.contiguous();
+                (part(0)?, part(1)?, part(2)?)
+            }
+            Qkv::Split { q, k, v } => (q.forward(x)?, k.forward(x)?, v.forward(x)?),
+        })
+    }
+}
+
 struct Layer {
-    q: Linear,
-    k: Linear,
-    v: Linear,
+    qkv: Qkv,
     attn_out: Linear,
     attn_ln: LayerNorm,
     inter: Linear,
@@ -44,9 +81,7 @@ impl Bert {
         for i in 0..c.num_hidden_layers {
             let p = format!("encoder.layer.{i}");
             layers.push(Layer {
-                q: ws.linear_float_activations(&format!("{p}.attention.self.query"), h, h, true)?,
-                k: ws.linear_float_activations(&format!("{p}.attention.self.key"), h, h, true)?,
-                v: ws.linear_float_activations(&format!("{p}.attention.self.value"), h, h, true)?,
+                qkv: Qkv::load(ws, &p, h)?,
                 attn_out: ws.linear(&format!("{p}.attention.output.dense"), h, h, true)?,
                 attn_ln: LayerNorm::load(ws, &format!("{p}.attention.output.LayerNorm"), h, eps)?,
                 inter: ws.linear_outlier_split(&format!("{p}.intermediate.dense"), h, c.intermediate_size, true)?,
@@ -97,9 +132,8 @@ impl Bert {
         let scale = 1.0 / (hd as f64).sqrt();
         for layer in &self.layers {
             let split = |t: Tensor| -> Result<Tensor> { Ok(t.reshape((b, l, self.heads, hd))?.transpose(1, 2)?) };
-            let q = split(layer.q.forward(&x)?)?;
-            let k = split(layer.k.forward(&x)?)?;
-            let v = split(layer.v.forward(&x)?)?;
+            let (q, k, v) = layer.qkv.forward(&x, self.heads * hd)?;
+            let (q, k, v) = (split(q)?, split(k)?, split(v)?);
             let ctx = attention(&q, &k, &v, &bias, scale)?.transpose(1, 2)?.reshape((b, l, self.heads * hd))?;
             let a = layer.attn_ln.forward(&(layer.attn_out.forward(&ctx)? + &x)?)?;
             let i = layer.inter.forward(&a)?;

@@ -71,26 +71,6 @@ impl GateUp {
     }
 }
 
-/// One linear layer over the concatenated output rows of `parts`, when all are dense and agree on
-/// having a bias; else the parts back.
-fn concat_linear(parts: Vec<Linear>) -> Result<std::result::Result<Linear, Vec<Linear>>> {
-    let mut weights = Vec::with_capacity(parts.len());
-    let mut biases = Vec::with_capacity(parts.len());
-    for p in &parts {
-        let Some(w) = p.float_weight()? else { return Ok(Err(parts)) };
-        weights.push(w);
-        if let Some(b) = p.bias() {
-            biases.push(b.clone());
-        }
-    }
-    let bias = match biases.len() {
-        0 => None,
-        n if n == parts.len() => Some(Tensor::cat(&biases, 0)?),
-        _ => return Ok(Err(parts)),
-    };
-    Ok(Ok(Linear::dense(Tensor::cat(&weights, 0)?, bias)))
-}
-
 pub struct Qwen3 {
     embed: Embedding,
     layers: Vec<Layer>,
@@ -147,14 +127,14 @@ impl Qwen3 {
             // The fused path multiplies the concatenated weights once (bigger GEMMs run closer to peak);
             // the separate tensors are dropped, so the weights are held once.
             let (qkv, gate_up) = if fused {
-                let qkv = match concat_linear(vec![q, k, v])? {
+                let qkv = match Linear::concat(vec![q, k, v])? {
                     Ok(qkv) => Qkv::Fused { qkv, q_cols: nh * hd, kv_cols: nkv * hd },
                     Err(mut p) => {
                         let (v, k, q) = (p.remove(2), p.remove(1), p.remove(0));
                         Qkv::Split { q, k, v }
                     }
                 };
-                let gate_up = match concat_linear(vec![gate, up])? {
+                let gate_up = match Linear::concat(vec![gate, up])? {
                     Ok(gate_up) => GateUp::Fused { gate_up, cols: inter },
                     Err(mut p) => {
                         let (up, gate) = (p.remove(1), p.remove(0));

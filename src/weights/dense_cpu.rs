@@ -83,6 +83,23 @@ pub fn par_rows(out: &mut [f32], width: usize, min_rows: usize, f: &(dyn Fn(&mut
     out.par_chunks_mut(per_task * width.max(1)).for_each(f);
 }
 
+/// `out = act(product + bias + residual)` in separate passes (for kernels without a fused finish):
+/// the additions fill `out`, `product` adds onto it, the activation runs on rows in parallel.
+pub fn separate_passes(
+    out: &mut [f32],
+    width: usize,
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+    act: Option<super::packed_f32::Epilogue>,
+    product: impl FnOnce(&mut [f32]),
+) {
+    fill_rows(out, bias, residual);
+    product(out);
+    if let Some(f) = act {
+        par_rows(out, width, 1, f);
+    }
+}
+
 /// Rows of activations up to which a linear layer takes dot products straight off the weight rows
 /// (memory-bound; nothing is packed) instead of a GEMM, whose packing would cost more than the
 /// arithmetic (measured: a 12-token MiniLM query spent half its time in gemm's packing).

@@ -51,6 +51,37 @@ impl Linear {
         }
     }
 
+    /// `parts` (same input width) stacked along the output dimension, so one GEMM replaces several
+    /// over the same input (q/k/v, gate/up): float layers as one dense layer, CPU-quantized ones
+    /// as one quantized layer (same bits, group size and settings). `Err(parts)`, unchanged, when
+    /// they cannot be joined (GPU-quantized, mixed kinds, biases on some parts only).
+    pub fn concat(parts: Vec<Linear>) -> crate::Result<Result<Linear, Vec<Linear>>> {
+        let biases: Vec<&Tensor> = parts.iter().filter_map(|p| p.bias()).collect();
+        let bias = match biases.len() {
+            0 => None,
+            n if n == parts.len() => Some(Tensor::cat(&biases, 0)?),
+            _ => return Ok(Err(parts)),
+        };
+        let quantized: Vec<&AffineWeight> = parts
+            .iter()
+            .filter_map(|p| if let Linear::Quantized { weight, .. } = p { Some(&**weight) } else { None })
+            .collect();
+        if !quantized.is_empty() {
+            return Ok(
+                match (quantized.len() == parts.len()).then(|| AffineWeight::concat_rows(&quantized)).flatten() {
+                    Some(w) => Ok(Linear::quantized(w, bias)),
+                    None => Err(parts),
+                },
+            );
+        }
+        let mut weights = Vec::with_capacity(parts.len());
+        for p in &parts {
+            let Some(w) = p.float_weight()? else { return Ok(Err(parts)) };
+            weights.push(w);
+        }
+        Ok(Ok(Linear::dense(Tensor::cat(&weights, 0)?, bias)))
+    }
+
     pub fn bias(&self) -> Option<&Tensor> {
         match self {
             Linear::Dense { bias, .. }
@@ -93,20 +124,24 @@ impl Linear {
         if let Linear::Packed { weight, bias } = self {
             return with_bias(bias.as_ref(), |b| weight.matmul(x, m, out, b, residual, act));
         }
-        with_bias(self.bias(), |b| dense_cpu::fill_rows(out, b, residual))?;
         match self {
-            Linear::Dense { weight, .. } => {
+            Linear::Dense { weight, bias } => {
                 let k = weight.dims()[1];
-                with_f32(weight, |w| dense_cpu::matmul_nt(x, w, m, n, k, out, true))?;
+                with_f32(weight, |w| {
+                    with_bias(bias.as_ref(), |b| {
+                        dense_cpu::separate_passes(out, n, b, residual, act, |out| {
+                            dense_cpu::matmul_nt(x, w, m, n, k, out, true)
+                        })
+                    })
+                })??;
             }
-            Linear::Quantized { weight, .. } => weight.matmul_acc(&x[..m * weight.k()], m, out),
+            Linear::Quantized { weight, bias } => {
+                with_bias(bias.as_ref(), |b| weight.matmul_finish(&x[..m * weight.k()], m, out, b, residual, act))?
+            }
             Linear::Packed { .. } => unreachable!("handled above"),
             Linear::DeviceQuantized { .. } => {
                 return Err(candle_core::Error::Msg("a GPU-resident quantized layer has no CPU buffers".into()).into())
             }
-        }
-        if let Some(f) = act {
-            dense_cpu::par_rows(out, n, 1, f);
         }
         Ok(())
     }

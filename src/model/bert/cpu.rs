@@ -10,7 +10,7 @@ use super::super::cpu_ops as ops;
 use super::super::layers::LayerNorm;
 use super::super::profile::{self, mark};
 use super::super::Batch;
-use super::Bert;
+use super::{Bert, Qkv};
 use crate::spec::Activation;
 use crate::weights::dense_cpu::{par_rows, with_f32};
 use crate::weights::packed_f32::Epilogue;
@@ -68,19 +68,31 @@ impl Bert {
         };
         let heads = self.heads;
         let hd = h / heads;
-        let mut q = vec![0f32; t * h];
-        let mut k = vec![0f32; t * h];
-        let mut v = vec![0f32; t * h];
+        // Fused projections write q | k | v rows into `q`; separate ones use all three.
+        let split = self.layers.iter().any(|l| matches!(l.qkv, Qkv::Split { .. }));
+        let fused = self.layers.iter().any(|l| matches!(l.qkv, Qkv::Fused(_)));
+        let mut q = vec![0f32; t * h * if fused { 3 } else { 1 }];
+        let mut k = vec![0f32; if split { t * h } else { 0 }];
+        let mut v = vec![0f32; if split { t * h } else { 0 }];
         let mut ctx = vec![0f32; t * h];
         let mut a = vec![0f32; t * h];
         // Grown only when the feed-forward layers are not fused (see `Linear::mlp_f32`).
         let mut inter = Vec::new();
         for layer in &self.layers {
-            layer.q.forward_f32(&x, t, &mut q, None, None)?;
-            layer.k.forward_f32(&x, t, &mut k, None, None)?;
-            layer.v.forward_f32(&x, t, &mut v, None, None)?;
-            mark(&mut prof, "q/k/v proj")?;
-            ops::attention_varlen(&q, &k, &v, h, &seqs, heads, hd, false, &mut ctx);
+            match &layer.qkv {
+                Qkv::Fused(qkv) => {
+                    qkv.forward_f32(&x, t, &mut q, None, None)?;
+                    mark(&mut prof, "q/k/v proj")?;
+                    ops::attention_varlen(&q, &q[h..], &q[2 * h..], 3 * h, &seqs, heads, hd, false, &mut ctx);
+                }
+                Qkv::Split { q: wq, k: wk, v: wv } => {
+                    wq.forward_f32(&x, t, &mut q, None, None)?;
+                    wk.forward_f32(&x, t, &mut k, None, None)?;
+                    wv.forward_f32(&x, t, &mut v, None, None)?;
+                    mark(&mut prof, "q/k/v proj")?;
+                    ops::attention_varlen(&q, &k, &v, h, &seqs, heads, hd, false, &mut ctx);
+                }
+            }
             mark(&mut prof, "attention")?;
             layer.attn_out.forward_f32(&ctx, t, &mut a, Some(&x), None)?;
             mark(&mut prof, "out proj + residual")?;

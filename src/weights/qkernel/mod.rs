@@ -91,6 +91,31 @@ impl GroupParams {
         }
     }
 
+    /// The values of `parts` one after another; None when their float types differ.
+    fn concat<'a>(parts: impl Iterator<Item = &'a GroupParams> + Clone) -> Option<GroupParams> {
+        fn all<'a, T: Copy + 'a>(
+            parts: impl Iterator<Item = &'a GroupParams>,
+            pick: impl Fn(&'a GroupParams) -> Option<&'a Vec<T>>,
+        ) -> Option<Vec<T>> {
+            let mut out = Vec::new();
+            for p in parts {
+                out.extend_from_slice(pick(p)?);
+            }
+            Some(out)
+        }
+        match parts.clone().next()? {
+            GroupParams::F32(_) => {
+                all(parts, |p| if let GroupParams::F32(v) = p { Some(v) } else { None }).map(GroupParams::F32)
+            }
+            GroupParams::F16(_) => {
+                all(parts, |p| if let GroupParams::F16(v) = p { Some(v) } else { None }).map(GroupParams::F16)
+            }
+            GroupParams::Bf16(_) => {
+                all(parts, |p| if let GroupParams::Bf16(v) = p { Some(v) } else { None }).map(GroupParams::Bf16)
+            }
+        }
+    }
+
     fn first_non_finite(&self) -> Option<usize> {
         match self {
             GroupParams::F32(v) => v.iter().position(|x| !x.is_finite()),
@@ -223,6 +248,27 @@ impl AffineWeight {
         self.matmul_on(selected_path(), x, m, out, None, true)
     }
 
+    /// `out[m, n] = act(x · Wᵀ + bias + residual)`: on the integer kernel in one pass (the
+    /// additions and the activation run on each block of output while it is in cache), elsewhere
+    /// as separate passes.
+    pub fn matmul_finish(
+        &self,
+        x: &[f32],
+        m: usize,
+        out: &mut [f32],
+        bias: Option<&[f32]>,
+        residual: Option<&[f32]>,
+        act: Option<crate::weights::packed_f32::Epilogue>,
+    ) {
+        let out = &mut out[..m * self.n];
+        #[cfg(target_arch = "x86_64")]
+        if driver::Ops::for_path(selected_path()).is_some_and(|ops| driver::int_applies(self, ops, m)) {
+            self.check_sizes(x, m, out, bias);
+            return int8::matmul(self, x, m, out, int8::Finish { bias, residual, act, acc: false });
+        }
+        crate::weights::dense_cpu::separate_passes(out, self.n, bias, residual, act, |out| self.matmul_acc(x, m, out));
+    }
+
     /// `matmul` on a chosen path; an error when this CPU cannot run it.
     pub fn matmul_with(&self, path: KernelPath, x: &[f32], m: usize, out: &mut [f32]) -> Result<()> {
         if !path.is_available() {
@@ -310,6 +356,30 @@ impl AffineWeight {
     /// otherwise set whole groups' scales (a normalized hidden state). Batched, it takes the
     /// MLX-made 4-bit MiniLM from min cosine 0.99941 to 0.99976 against MLX (docs/models.md).
     /// Models declare such layers with `WeightStore::linear_outlier_split`.
+    /// The weights of `parts` stacked along the output dimension (one GEMM instead of several over
+    /// the same input, e.g. attention's q/k/v); None when their layouts or settings differ.
+    pub fn concat_rows(parts: &[&AffineWeight]) -> Option<AffineWeight> {
+        let first = parts.first()?;
+        let same = |w: &&AffineWeight| {
+            (w.bits, w.group_size, w.k, w.split_outliers, w.float_activations)
+                == (first.bits, first.group_size, first.k, first.split_outliers, first.float_activations)
+        };
+        if !parts.iter().all(same) {
+            return None;
+        }
+        Some(AffineWeight {
+            bits: first.bits,
+            group_size: first.group_size,
+            n: parts.iter().map(|w| w.n).sum(),
+            k: first.k,
+            packed: parts.iter().flat_map(|w| w.packed.iter().copied()).collect(),
+            scales: GroupParams::concat(parts.iter().map(|w| &w.scales))?,
+            biases: GroupParams::concat(parts.iter().map(|w| &w.biases))?,
+            split_outliers: first.split_outliers,
+            float_activations: first.float_activations,
+        })
+    }
+
     pub fn set_split_outliers(&mut self, on: bool) {
         self.split_outliers = on;
     }

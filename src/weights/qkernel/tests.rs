@@ -499,11 +499,17 @@ fn int_kernel_matches_its_reference() {
                     let scale = abs_scale(&w, &x, m);
                     let what = format!("int bits {bits} gs {gs} m {m} n {n} k {k}");
                     let mut got = vec![f32::NAN; m * n];
-                    int8::matmul(&w, &x, m, &mut got, None, false);
+                    int8::matmul(&w, &x, m, &mut got, Default::default());
                     assert_close(&what, &got, &want, &scale);
                     let start = rng.vec(m * n);
                     let mut got = start.clone();
-                    int8::matmul(&w, &x, m, &mut got, Some(&bias), true);
+                    int8::matmul(
+                        &w,
+                        &x,
+                        m,
+                        &mut got,
+                        int8::Finish { bias: Some(&bias), acc: true, ..Default::default() },
+                    );
                     let want_acc: Vec<f32> = (0..m * n).map(|i| start[i] + want[i] + bias[i % n]).collect();
                     let scale_acc: Vec<f32> = scale.iter().map(|s| s + 4.0).collect();
                     assert_close(&format!("{what} acc+bias"), &got, &want_acc, &scale_acc);
@@ -517,7 +523,7 @@ fn int_kernel_matches_its_reference() {
     let mut want = vec![0f32; m * n];
     int8::matmul_reference(&w, &x, m, &mut want);
     let mut got = vec![f32::NAN; m * n];
-    int8::matmul(&w, &x, m, &mut got, None, false);
+    int8::matmul(&w, &x, m, &mut got, Default::default());
     assert_close("int m 1100", &got, &want, &abs_scale(&w, &x, m));
 }
 
@@ -563,7 +569,7 @@ fn int_kernel_stays_close_to_float_activations() {
         let mut exact = vec![0f32; m * n];
         scalar::matmul(&w, &x, m, &mut exact);
         let mut got = vec![0f32; m * n];
-        int8::matmul(&w, &x, m, &mut got, None, false);
+        int8::matmul(&w, &x, m, &mut got, Default::default());
         for i in 0..m {
             let (g, e) = (&got[i * n..(i + 1) * n], &exact[i * n..(i + 1) * n]);
             let dot: f64 = g.iter().zip(e).map(|(a, b)| *a as f64 * *b as f64).sum();
@@ -598,10 +604,10 @@ fn outlier_split_multiplies_huge_channels_in_f32() {
     scalar::matmul(&w, &x, m, &mut exact);
     let err = |got: &[f32]| got.iter().zip(&exact).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
     let mut plain = vec![0f32; m * n];
-    int8::matmul(&w, &x, m, &mut plain, None, false);
+    int8::matmul(&w, &x, m, &mut plain, Default::default());
     w.set_split_outliers(true);
     let mut split = vec![0f32; m * n];
-    int8::matmul(&w, &x, m, &mut split, None, false);
+    int8::matmul(&w, &x, m, &mut split, Default::default());
     assert!(err(&split) * 8.0 < err(&plain), "split {} vs plain {}", err(&split), err(&plain));
     // The decomposition itself: integer part on the cleared activations + f32 outlier part.
     let mut cleared = x.clone();
@@ -621,4 +627,73 @@ fn outlier_split_multiplies_huge_channels_in_f32() {
             assert!((g - e).abs() <= 1e-4 * (1.0 + e.abs()), "row {i} col {j}: {g} vs {e}");
         }
     }
+}
+
+/// The integer kernel's one-pass finish (`int8::Finish`, what `AffineWeight::matmul_finish` runs
+/// there): bias, residual and the outlier channels are added before the activation, which runs on
+/// every element exactly once, for several row-block and panel splits (m past the row block, n not
+/// a multiple of the panel); the result equals the separate passes (product, additions, activation).
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn int_kernel_finish_adds_then_activates_once() {
+    if !vnni_here() {
+        return;
+    }
+    let mut rng = Rng(41);
+    for (n, k, m, split) in [(50, 128, 70, true), (33, 64, 5, false), (96, 256, 200, true)] {
+        let mut w = random_weight(&mut rng, 8, 32, n, k);
+        w.set_split_outliers(split);
+        let mut x = rng.vec(m * k);
+        for row in x.chunks_exact_mut(k) {
+            row[k / 2] *= 80.0; // an outlier channel
+        }
+        let (bias, residual) = (rng.vec(n), rng.vec(m * n));
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        // Not idempotent, so running twice on an element would show: y -> 2y + 1.
+        let act = |v: &mut [f32]| {
+            calls.fetch_add(v.len(), std::sync::atomic::Ordering::Relaxed);
+            v.iter_mut().for_each(|y| *y = 2.0 * *y + 1.0);
+        };
+        let mut want = vec![0f32; m * n];
+        int8::matmul(&w, &x, m, &mut want, Default::default());
+        for (i, v) in want.iter_mut().enumerate() {
+            *v = 2.0 * (*v + bias[i % n] + residual[i]) + 1.0;
+        }
+        let mut got = vec![f32::NAN; m * n];
+        let fin = int8::Finish { bias: Some(&bias), residual: Some(&residual), act: Some(&act), acc: false };
+        int8::matmul(&w, &x, m, &mut got, fin);
+        assert_eq!(calls.into_inner(), m * n, "activation runs once per element (n {n} m {m})");
+        for (i, (g, e)) in got.iter().zip(&want).enumerate() {
+            assert!((g - e).abs() <= 1e-4 * (1.0 + e.abs()), "n {n} m {m} element {i}: {g} vs {e}");
+        }
+    }
+}
+
+/// Stacked weights (`AffineWeight::concat_rows`, used for fused q/k/v) multiply exactly as their
+/// parts, on every path; mismatched layouts are refused.
+#[test]
+fn concat_rows_multiplies_as_its_parts() {
+    let mut rng = Rng(43);
+    let (k, m) = (128, 7);
+    let parts: Vec<AffineWeight> = [24, 40, 8].iter().map(|&n| random_weight(&mut rng, 8, 32, n, k)).collect();
+    let refs: Vec<&AffineWeight> = parts.iter().collect();
+    let joined = AffineWeight::concat_rows(&refs).expect("same layout");
+    assert_eq!((joined.n(), joined.k()), (72, k));
+    let x = rng.vec(m * k);
+    let mut got = vec![0f32; m * 72];
+    scalar::matmul(&joined, &x, m, &mut got);
+    let mut col = 0;
+    for p in &parts {
+        let mut want = vec![0f32; m * p.n()];
+        scalar::matmul(p, &x, m, &mut want);
+        for i in 0..m {
+            assert_eq!(&got[i * 72 + col..i * 72 + col + p.n()], &want[i * p.n()..(i + 1) * p.n()]);
+        }
+        col += p.n();
+    }
+    let other = random_weight(&mut rng, 4, 32, 8, k);
+    assert!(AffineWeight::concat_rows(&[&parts[0], &other]).is_none(), "bits differ");
+    let mut split = parts[1].clone();
+    split.set_split_outliers(true);
+    assert!(AffineWeight::concat_rows(&[&parts[0], &split]).is_none(), "settings differ");
 }
