@@ -76,11 +76,21 @@ fn erf_approx(x: f32) -> f32 {
     r.copysign(x)
 }
 
-multiversion!(gelu_erf(x: &mut [f32]) {
+multiversion!(gelu_erf_portable(x: &mut [f32]) {
     for v in x.iter_mut() {
         *v = 0.5 * *v * (1.0 + erf_approx(*v * std::f32::consts::FRAC_1_SQRT_2));
     }
 });
+
+/// GELU, erf form, in place (the AVX-512 version where the CPU has it).
+pub fn gelu_erf(x: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if super::avx512_math::available() {
+        // SAFETY: the CPU has AVX-512 F.
+        return unsafe { super::avx512_math::gelu_erf(x) };
+    }
+    gelu_erf_portable(x)
+}
 
 multiversion!(gelu_tanh(x: &mut [f32]) {
     // tanh(u) = 1 - 2 / (e^{2u} + 1)
@@ -123,13 +133,25 @@ fn softmax_one(row: &mut [f32]) {
 }
 
 multiversion!(
-    /// Softmax of each row of `x` (`dim` wide) in place.
-    softmax_rows(x: &mut [f32], dim: usize) {
+    softmax_rows_portable(x: &mut [f32], dim: usize) {
         for row in x.chunks_exact_mut(dim) {
             softmax_one(row);
         }
     }
 );
+
+/// Softmax of each row of `x` (`dim` wide) in place (the AVX-512 version where the CPU has it).
+pub fn softmax_rows(x: &mut [f32], dim: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if super::avx512_math::available() {
+        for row in x.chunks_exact_mut(dim) {
+            // SAFETY: the CPU has AVX-512 F.
+            unsafe { super::avx512_math::softmax_row(row) };
+        }
+        return;
+    }
+    softmax_rows_portable(x, dim)
+}
 
 thread_local! {
     /// Per-thread attention score buffer, reused so each (sequence, head) task allocates nothing.
@@ -317,6 +339,36 @@ mod tests {
             term *= -x * x / n;
         }
         sum * 2.0 / std::f64::consts::PI.sqrt()
+    }
+
+    /// The AVX-512 GELU and softmax follow the portable ones to a few f32 roundings, tails included.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx512_math_matches_portable() {
+        if !super::super::avx512_math::available() {
+            eprintln!("skipped: no AVX-512");
+            return;
+        }
+        let x: Vec<f32> = (-4000..=4000).map(|i| i as f32 * 0.003).chain([1e3, -1e3, 30.0, -30.0]).collect();
+        for len in [x.len(), 37, 16, 5] {
+            let (mut a, mut b) = (x[..len].to_vec(), x[..len].to_vec());
+            gelu_erf(&mut a);
+            gelu_erf_portable(&mut b);
+            for (i, (p, q)) in a.iter().zip(&b).enumerate() {
+                assert!((p - q).abs() <= 2e-6 * (1.0 + q.abs()), "gelu len {len} [{i}] {p} vs {q}");
+            }
+        }
+        for dim in [256, 100, 7] {
+            let mut scores: Vec<f32> = (0..3 * dim).map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.2).collect();
+            scores[1] = f32::NEG_INFINITY; // a masked position
+            let mut want = scores.clone();
+            softmax_rows(&mut scores, dim);
+            softmax_rows_portable(&mut want, dim);
+            for (i, (p, q)) in scores.iter().zip(&want).enumerate() {
+                assert!((p - q).abs() <= 1e-6 * q.abs() + 1e-12, "softmax dim {dim} [{i}] {p} vs {q}");
+            }
+            assert_eq!(scores[1], 0.0f32.max(scores[1]));
+        }
     }
 
     #[test]

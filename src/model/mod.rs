@@ -5,6 +5,7 @@ pub mod bert;
 // The f32 CPU fast path calls the `gemm` crate, an x86-64-only dependency; other CPUs (Apple
 // silicon) keep candle's path.
 #[cfg(target_arch = "x86_64")]
+mod avx512_math;
 mod cpu_ops;
 pub mod cuda_ops;
 pub mod layers;

@@ -165,6 +165,14 @@ impl Linear {
                 with_bias(b2.as_ref(), |b2| PackedF32::mlp(w1, w2, x, m, mid, out, (b1, b2), residual, act))
             })?;
         }
+        if let (Linear::Quantized { weight: w1, bias: b1 }, Linear::Quantized { weight: w2, bias: b2 }) =
+            (first, second)
+        {
+            let x = &x[..m * w1.k()];
+            return with_bias(b1.as_ref(), |b1| {
+                with_bias(b2.as_ref(), |b2| AffineWeight::mlp_finish((w1, w2), x, m, mid, out, (b1, b2), residual, act))
+            })?;
+        }
         mid.resize(m * first.out_dim(), 0.0);
         first.forward_f32(x, m, mid, None, act)?;
         second.forward_f32(mid, m, out, residual, None)

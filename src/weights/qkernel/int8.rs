@@ -55,6 +55,9 @@ pub(crate) struct QuantActs {
     pub scale: Vec<f32>,
     /// `[m, k / gs]`: Σ scale·q over each weight group (the bias term's input)
     pub gsum: Vec<f32>,
+    /// `[m, k / ACT_GROUP]`: scale·Σq per activation group, when a producing layer quantizes its
+    /// output in column blocks (`mlp`) and the weight groups are summed afterwards
+    part: Vec<f32>,
 }
 
 /// The activation quantizer, the definition both implementations follow exactly: per group,
@@ -200,6 +203,8 @@ thread_local! {
     /// The calling thread's quantized activations, reused across calls (a fresh multi-megabyte
     /// buffer per call would cost its page faults every time).
     static ACTS: RefCell<QuantActs> = RefCell::new(QuantActs::default());
+    /// The second layer's activations in `mlp`.
+    static ACTS_NEXT: RefCell<QuantActs> = RefCell::new(QuantActs::default());
 }
 
 /// The reference: `out[m, n] = x[m, k] · Wᵀ` by the integer formula with plain loops, in the same
@@ -337,7 +342,21 @@ pub(crate) struct Finish<'a> {
     pub act: Option<Epilogue<'a>>,
     /// add onto what the output holds
     pub acc: bool,
+    /// also quantize the finished output (the next layer's input; set by `mlp`)
+    pub quant: Option<QuantOut>,
 }
+
+/// Where a finish writes the quantized output: `QuantActs` buffers for `[m, n]` (q, scale, part).
+#[derive(Clone, Copy)]
+pub(crate) struct QuantOut {
+    q: *mut i8,
+    scale: *mut f32,
+    part: *mut f32,
+}
+// SAFETY: tasks write the rows and column blocks of the output they own (disjoint), and the
+// buffers outlive the parallel section.
+unsafe impl Send for QuantOut {}
+unsafe impl Sync for QuantOut {}
 
 /// One activation block's inputs to the microkernel.
 struct Rows<'a> {
@@ -469,6 +488,64 @@ pub(crate) fn matmul(w: &AffineWeight, x: &[f32], m: usize, out: &mut [f32], fin
     });
 }
 
+/// `out = second(act(first(x) + bias₁)) + bias₂ + residual` with both layers on the integer path:
+/// the first layer's finish quantizes its output block by block while it is in cache (instead of
+/// a separate pass over `mid` from memory). `mid` (`[m, first.n()]`) holds the f32 activations.
+/// Returns false, computing nothing, when the pair does not fit that scheme (the second layer
+/// splits outliers, which needs its whole input first; or widths not in activation groups).
+///
+/// # Panics
+/// As `matmul`.
+pub(crate) fn mlp(
+    (first, second): (&AffineWeight, &AffineWeight),
+    x: &[f32],
+    m: usize,
+    mid: &mut [f32],
+    out: &mut [f32],
+    (fin1, fin2): (Finish<'_>, Finish<'_>),
+) -> bool {
+    let n1 = first.n();
+    if second.split_outliers() || second.k() != n1 || !n1.is_multiple_of(ACT_GROUP) || fin1.acc {
+        return false;
+    }
+    assert!(available(), "int8 kernel called on a CPU without AVX-512 VNNI");
+    let (k, gs, gs2) = (first.k(), first.group_size(), second.group_size());
+    assert!(x.len() >= m * k && mid.len() >= m * n1 && out.len() >= m * second.n());
+    if m == 0 || n1 == 0 {
+        return false;
+    }
+    let outliers = if first.split_outliers() && m >= SMALL_M { outlier_channels(&x[..m * k], k) } else { Vec::new() };
+    let outlier_w = outlier_weights(first, &outliers);
+    with_local(&ACTS, |a| {
+        with_local(&ACTS_NEXT, |b| {
+            quantize_acts_into(x, m, k, gs, true, &outliers, a);
+            let (na, ng) = (n1 / ACT_GROUP, n1 / gs2);
+            // Every element is written by the first layer's finish (rows × all column blocks).
+            b.q.resize(m * n1, 0);
+            b.scale.resize(m * na, 0.0);
+            b.part.resize(m * na, 0.0);
+            b.gsum.resize(m * ng, 0.0);
+            let quant = QuantOut { q: b.q.as_mut_ptr(), scale: b.scale.as_mut_ptr(), part: b.part.as_mut_ptr() };
+            multiply(
+                first,
+                a,
+                x,
+                m,
+                &mut mid[..m * n1],
+                Finish { quant: Some(quant), ..fin1 },
+                (&outliers, &outlier_w),
+            );
+            // Weight-group sums of the second layer, in the order `quantize_row` adds them.
+            let per = gs2 / ACT_GROUP;
+            for (g, p) in b.gsum[..m * ng].iter_mut().zip(b.part[..m * na].chunks_exact(per)) {
+                *g = p.iter().fold(0.0, |acc, v| acc + v);
+            }
+            multiply(second, b, mid, m, out, fin2, (&[], &[]));
+        })
+    });
+    true
+}
+
 /// The outlier channels of `x` (rows of `k`), largest first.
 fn outlier_channels(x: &[f32], k: usize) -> Vec<usize> {
     let rows = x.len() / k;
@@ -598,11 +675,28 @@ fn multiply(
                     }
                 }
             }
-            if let Some(act) = fin.act {
-                let (c0, c1) = (ps * NB, n.min(pe * NB));
-                for i in ib..ie {
-                    // SAFETY: rows ib..ie, columns c0..c1 of `out` belong to this task alone.
-                    act(unsafe { std::slice::from_raw_parts_mut(shared.at(i * n + c0), c1 - c0) });
+            let (c0, c1) = (ps * NB, n.min(pe * NB));
+            for i in (ib..ie).filter(|_| fin.act.is_some() || fin.quant.is_some()) {
+                // SAFETY: rows ib..ie, columns c0..c1 of `out` belong to this task alone.
+                let row = unsafe { std::slice::from_raw_parts_mut(shared.at(i * n + c0), c1 - c0) };
+                if let Some(act) = fin.act {
+                    act(row);
+                }
+                if let Some(qo) = fin.quant {
+                    // The next layer's codes for this block, while it is in cache. `mlp` checked
+                    // that n is a multiple of ACT_GROUP, so blocks start and end on groups.
+                    let (na, a0) = (n / ACT_GROUP, c0 / ACT_GROUP);
+                    let groups = (c1 - c0) / ACT_GROUP;
+                    // SAFETY: row i, columns c0..c1 (groups a0..a0+groups) of the `[m, n]` buffers
+                    // belong to this task alone; `mlp` sized them.
+                    let (q, scale, part) = unsafe {
+                        (
+                            std::slice::from_raw_parts_mut(qo.q.add(i * n + c0), c1 - c0),
+                            std::slice::from_raw_parts_mut(qo.scale.add(i * na + a0), groups),
+                            std::slice::from_raw_parts_mut(qo.part.add(i * na + a0), groups),
+                        )
+                    };
+                    quantize_row(row, ACT_GROUP, true, &[], q, scale, part);
                 }
             }
         })

@@ -264,7 +264,7 @@ impl AffineWeight {
         #[cfg(target_arch = "x86_64")]
         if driver::Ops::for_path(selected_path()).is_some_and(|ops| driver::int_applies(self, ops, m)) {
             self.check_sizes(x, m, out, bias);
-            return int8::matmul(self, x, m, out, int8::Finish { bias, residual, act, acc: false });
+            return int8::matmul(self, x, m, out, int8::Finish { bias, residual, act, ..Default::default() });
         }
         crate::weights::dense_cpu::separate_passes(out, self.n, bias, residual, act, |out| self.matmul_acc(x, m, out));
     }
@@ -334,6 +334,38 @@ impl AffineWeight {
                 *o = if acc { *o + v } else { v };
             }
         }
+    }
+
+    /// `out = second(act(first(x) + bias₁)) + bias₂ + residual` (a feed-forward block) for CPU f32
+    /// buffers; `mid` is grown to `[m, first.n()]` for the intermediate activations. On the
+    /// integer kernel the first layer quantizes its output for the second as it finishes each
+    /// block (`int8::mlp`); elsewhere two `matmul_finish` calls.
+    #[allow(clippy::too_many_arguments)]
+    pub fn mlp_finish(
+        (first, second): (&AffineWeight, &AffineWeight),
+        x: &[f32],
+        m: usize,
+        mid: &mut Vec<f32>,
+        out: &mut [f32],
+        (bias1, bias2): (Option<&[f32]>, Option<&[f32]>),
+        residual: Option<&[f32]>,
+        act: Option<crate::weights::packed_f32::Epilogue>,
+    ) {
+        mid.resize(m * first.n, 0.0);
+        #[cfg(target_arch = "x86_64")]
+        if driver::Ops::for_path(selected_path())
+            .is_some_and(|ops| driver::int_applies(first, ops, m) && driver::int_applies(second, ops, m))
+        {
+            first.check_sizes(x, m, mid, bias1);
+            second.check_sizes(mid, m, out, bias2);
+            let fin1 = int8::Finish { bias: bias1, act, ..Default::default() };
+            let fin2 = int8::Finish { bias: bias2, residual, ..Default::default() };
+            if int8::mlp((first, second), x, m, mid, out, (fin1, fin2)) {
+                return;
+            }
+        }
+        first.matmul_finish(x, m, mid, bias1, None, act);
+        second.matmul_finish(mid, m, out, bias2, residual, None);
     }
 
     /// Rows `rows` of the weight as f32, `[rows.len(), k]` row-major.

@@ -660,7 +660,7 @@ fn int_kernel_finish_adds_then_activates_once() {
             *v = 2.0 * (*v + bias[i % n] + residual[i]) + 1.0;
         }
         let mut got = vec![f32::NAN; m * n];
-        let fin = int8::Finish { bias: Some(&bias), residual: Some(&residual), act: Some(&act), acc: false };
+        let fin = int8::Finish { bias: Some(&bias), residual: Some(&residual), act: Some(&act), ..Default::default() };
         int8::matmul(&w, &x, m, &mut got, fin);
         assert_eq!(calls.into_inner(), m * n, "activation runs once per element (n {n} m {m})");
         for (i, (g, e)) in got.iter().zip(&want).enumerate() {
@@ -696,4 +696,46 @@ fn concat_rows_multiplies_as_its_parts() {
     let mut split = parts[1].clone();
     split.set_split_outliers(true);
     assert!(AffineWeight::concat_rows(&[&parts[0], &split]).is_none(), "settings differ");
+}
+
+/// The fused feed-forward pair (`int8::mlp`: the first layer quantizes its output block by block
+/// for the second) gives exactly the two separate integer calls, for group sizes 32 and 64 of the
+/// second layer and several row counts (with and without the first layer's outlier split); a second
+/// layer that splits outliers is refused (it needs its whole input first).
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn int_mlp_equals_two_separate_calls() {
+    if !vnni_here() {
+        return;
+    }
+    let mut rng = Rng(47);
+    let act = |v: &mut [f32]| v.iter_mut().for_each(|y| *y = y.max(0.0) + 0.01 * *y);
+    for (gs2, m) in [(32, 70), (64, 9), (64, 130)] {
+        let (k, n1, n2) = (96, 192, 40);
+        let mut w1 = random_weight(&mut rng, 8, 32, n1, k);
+        w1.set_split_outliers(true);
+        let w2 = random_weight(&mut rng, 8, gs2, n2, n1);
+        let x = rng.vec(m * k);
+        let (b1, b2, res) = (rng.vec(n1), rng.vec(n2), rng.vec(m * n2));
+        let mut mid = vec![0f32; m * n1];
+        int8::matmul(&w1, &x, m, &mut mid, int8::Finish { bias: Some(&b1), act: Some(&act), ..Default::default() });
+        let mut want = vec![0f32; m * n2];
+        int8::matmul(
+            &w2,
+            &mid,
+            m,
+            &mut want,
+            int8::Finish { bias: Some(&b2), residual: Some(&res), ..Default::default() },
+        );
+        let (mut mid2, mut got) = (vec![f32::NAN; m * n1], vec![f32::NAN; m * n2]);
+        let fin1 = int8::Finish { bias: Some(&b1), act: Some(&act), ..Default::default() };
+        let fin2 = int8::Finish { bias: Some(&b2), residual: Some(&res), ..Default::default() };
+        assert!(int8::mlp((&w1, &w2), &x, m, &mut mid2, &mut got, (fin1, fin2)));
+        assert_eq!(mid2, mid, "gs2 {gs2} m {m}: intermediate");
+        assert_eq!(got, want, "gs2 {gs2} m {m}: output");
+    }
+    let (w1, mut w2) = (random_weight(&mut rng, 8, 32, 64, 32), random_weight(&mut rng, 8, 32, 8, 64));
+    w2.set_split_outliers(true);
+    let (mut mid, mut out) = (vec![0f32; 64 * 4], vec![0f32; 8 * 4]);
+    assert!(!int8::mlp((&w1, &w2), &rng.vec(4 * 32), 4, &mut mid, &mut out, Default::default()));
 }
