@@ -231,15 +231,11 @@ pub(crate) fn gemv(
 }
 
 /// Whether a call of `m` rows takes the integer strategy (`int8`): the path has the kernel and it
-/// is on (`super::int_activations`), the layer allows integer activations, and the call is long
-/// enough.
+/// is on (`super::int_activations`), the layer allows integer activations, and the call has at
+/// least `INT_MIN_M` rows.
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn int_applies(w: &AffineWeight, ops: Ops, m: usize) -> bool {
-    // Layers whose input has outlier channels keep f32 activations on calls too short for the
-    // split (single queries): their integer rounding alone cost MiniLM's golden texts cosine
-    // 0.9984 to sentence-transformers, and few rows gain little from integer dot products.
-    let min = if w.split_outliers() { super::int8::SMALL_M } else { INT_MIN_M };
-    m >= min && ops.int8 && !w.float_activations() && super::int_activations()
+    m >= INT_MIN_M && ops.int8 && !w.float_activations() && super::int_activations()
 }
 
 #[cfg(not(target_arch = "x86_64"))]

@@ -26,7 +26,7 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 
 use super::driver::with_local;
-use super::{scalar, AffineWeight};
+use super::{scalar, AffineWeight, KernelPanels};
 use crate::weights::packed_f32::Epilogue;
 
 /// Inputs sharing one activation scale. Every supported weight group size is a multiple of it.
@@ -460,12 +460,10 @@ unsafe fn microkernel<const R: usize>(rows: &Rows<'_>, buf: &[u8], params: &[f32
 /// no split 0.99842, ratio 8: 0.99868, 6: 0.99869, 4: 0.99927, 3: 0.99938, 2: 0.99941. The q/k/v
 /// inputs have 1 to 4 such channels (LayerNorm's few huge ones).
 const OUTLIER_RATIO: f32 = 3.0;
-/// Calls with fewer rows than this skip the outlier split.
-pub(crate) const SMALL_M: usize = 64;
 
 /// `out[m, n] (+)= x[m, k] · Wᵀ (+ bias, residual; then the activation)` on the integer path; for
 /// layers that ask for it (`AffineWeight::set_split_outliers`), LLM.int8()-style outlier
-/// decomposition on calls of at least `SMALL_M` rows: channels whose magnitude would set a whole
+/// decomposition: channels whose magnitude would set a whole
 /// group's scale (`OUTLIER_RATIO`, at most k/32 of them) are left out of the integer product and
 /// multiplied in f32 instead, in the same pass.
 ///
@@ -479,12 +477,10 @@ pub(crate) fn matmul(w: &AffineWeight, x: &[f32], m: usize, out: &mut [f32], fin
     if m == 0 || n == 0 {
         return;
     }
-    // Short calls skip the split: measured, it cost a single MiniLM query 1.4 ms (3.5 -> 4.9).
-    let outliers = if w.split_outliers() && m >= SMALL_M { outlier_channels(&x[..m * k], k) } else { Vec::new() };
-    let outlier_w = outlier_weights(w, &outliers);
+    let outliers = if w.split_outliers() { outlier_channels(&x[..m * k], k) } else { Vec::new() };
     with_local(&ACTS, |a| {
         quantize_acts_into(x, m, k, gs, true, &outliers, a);
-        multiply(w, a, x, m, out, fin, (&outliers, &outlier_w))
+        multiply(w, a, x, m, out, fin, &outliers)
     });
 }
 
@@ -514,8 +510,7 @@ pub(crate) fn mlp(
     if m == 0 || n1 == 0 {
         return false;
     }
-    let outliers = if first.split_outliers() && m >= SMALL_M { outlier_channels(&x[..m * k], k) } else { Vec::new() };
-    let outlier_w = outlier_weights(first, &outliers);
+    let outliers = if first.split_outliers() { outlier_channels(&x[..m * k], k) } else { Vec::new() };
     with_local(&ACTS, |a| {
         with_local(&ACTS_NEXT, |b| {
             quantize_acts_into(x, m, k, gs, true, &outliers, a);
@@ -526,21 +521,13 @@ pub(crate) fn mlp(
             b.part.resize(m * na, 0.0);
             b.gsum.resize(m * ng, 0.0);
             let quant = QuantOut { q: b.q.as_mut_ptr(), scale: b.scale.as_mut_ptr(), part: b.part.as_mut_ptr() };
-            multiply(
-                first,
-                a,
-                x,
-                m,
-                &mut mid[..m * n1],
-                Finish { quant: Some(quant), ..fin1 },
-                (&outliers, &outlier_w),
-            );
+            multiply(first, a, x, m, &mut mid[..m * n1], Finish { quant: Some(quant), ..fin1 }, &outliers);
             // Weight-group sums of the second layer, in the order `quantize_row` adds them.
             let per = gs2 / ACT_GROUP;
             for (g, p) in b.gsum[..m * ng].iter_mut().zip(b.part[..m * na].chunks_exact(per)) {
                 *g = p.iter().fold(0.0, |acc, v| acc + v);
             }
-            multiply(second, b, mid, m, out, fin2, (&[], &[]));
+            multiply(second, b, mid, m, out, fin2, &[]);
         })
     });
     true
@@ -549,7 +536,8 @@ pub(crate) fn mlp(
 /// The outlier channels of `x` (rows of `k`), largest first.
 fn outlier_channels(x: &[f32], k: usize) -> Vec<usize> {
     let rows = x.len() / k;
-    let per_task = rows.div_ceil(4 * rayon::current_num_threads().max(1)).max(SMALL_M);
+    // Tasks of at least 64 rows: the per-task maxima are merged by a k-wide pass each.
+    let per_task = rows.div_ceil(4 * rayon::current_num_threads().max(1)).max(64);
     let absmax = x
         .par_chunks(per_task * k)
         .map(|block| {
@@ -584,18 +572,53 @@ unsafe fn column_absmax(x: &[f32], mx: &mut [f32]) {
     }
 }
 
-/// The weight's outlier columns dequantized, transposed to `[outliers][n]` so the kernel reads them
-/// along its output columns.
-fn outlier_weights(w: &AffineWeight, outliers: &[usize]) -> Vec<f32> {
-    let (n, gs, bits) = (w.n(), w.group_size(), w.bits());
+/// The weight's outlier columns dequantized from its panels (`with_panels`), transposed to
+/// `[outliers][n]` so the kernel reads them along its output columns.
+fn outlier_weights(w: &AffineWeight, codes: &[u8], params: &[f32], outliers: &[usize]) -> Vec<f32> {
+    let (n, k, gs) = (w.n(), w.k(), w.group_size());
+    let (pbytes, pparams, groups) = (NB * k, 2 * NB * (k / gs), k / gs);
     let mut wt = vec![0f32; outliers.len() * n];
     for j in (0..n).filter(|_| !outliers.is_empty()) {
-        let (row, scales, biases) = w.row_parts(j);
+        let (p, lane) = (j / NB, j % NB);
+        let (panel, pp) = (&codes[p * pbytes..][..pbytes], &params[p * pparams..][..pparams]);
         for (o, &c) in outliers.iter().enumerate() {
-            wt[o * n + j] = (scalar::code(row, c, bits) as f32).mul_add(scales.get(c / gs), biases.get(c / gs));
+            let code = panel[lane / 16 * k * 16 + c / 4 * 64 + lane % 16 * 4 + c % 4] as f32;
+            let g = c / gs;
+            wt[o * n + j] = code * pp[g * NB + lane] + pp[(groups + g) * NB + lane];
         }
     }
     wt
+}
+
+/// Run `f` on `w` unpacked into panels (codes `[panels][NB/16][k/4][16][4]`, params
+/// `[panels][2][k/gs][NB]`): the cached copy, made on first use within the budget, or this
+/// thread's buffer unpacked now.
+fn with_panels<R>(w: &AffineWeight, f: impl FnOnce(&[u8], &[f32]) -> R) -> R {
+    let (n, k) = (w.n(), w.k());
+    let panels = n.div_ceil(NB);
+    let (pbytes, pparams) = (NB * k, 2 * NB * (k / w.group_size()));
+    let unpack = |codes: &mut [u8], params: &mut [f32]| {
+        codes
+            .par_chunks_mut(pbytes)
+            .zip(params.par_chunks_mut(pparams))
+            .enumerate()
+            .for_each(|(p, (b, pr))| pack_panel(w, p * NB, NB.min(n - p * NB), b, pr))
+    };
+    // Only 8-bit weights are kept unpacked: for 4-bit ones the copy would triple their memory.
+    let cached = w.panels_cell().get_or_init(|| {
+        let mut p = (w.bits() == 8).then(|| KernelPanels::reserve(panels * pbytes, panels * pparams)).flatten()?;
+        unpack(&mut p.codes, &mut p.params);
+        Some(std::sync::Arc::new(p))
+    });
+    if let Some(p) = cached {
+        return f(&p.codes, &p.params);
+    }
+    with_local(&PACKED, |(codes, params)| {
+        codes.resize(panels * pbytes, 0);
+        params.resize(panels * pparams, 0.0);
+        unpack(codes, params);
+        f(codes, params)
+    })
 }
 
 /// Activation rows per task: the block's codes stay in L1 while every panel of the weight passes
@@ -614,7 +637,7 @@ fn multiply(
     m: usize,
     out: &mut [f32],
     fin: Finish<'_>,
-    (outliers, outlier_w): (&[usize], &[f32]),
+    outliers: &[usize],
 ) {
     let (n, k, gs) = (w.n(), w.k(), w.group_size());
     let (na, ng) = (k / ACT_GROUP, k / gs);
@@ -625,14 +648,9 @@ fn multiply(
     let split = want.div_ceil(blocks).min(panels);
     let per = panels.div_ceil(split);
     let shared = super::driver::SharedOut::new(out);
-    with_local(&PACKED, |(buf, params)| {
-        buf.resize(panels * pbytes, 0);
-        params.resize(panels * pparams, 0.0);
-        buf.par_chunks_mut(pbytes)
-            .zip(params.par_chunks_mut(pparams))
-            .enumerate()
-            .for_each(|(p, (b, pr))| pack_panel(w, p * NB, NB.min(n - p * NB), b, pr));
-        let (buf, params) = (&buf[..], &params[..]);
+    with_panels(w, |buf, params| {
+        let outlier_w = outlier_weights(w, buf, params, outliers);
+        let outlier_w = &outlier_w[..];
         (0..blocks * split).into_par_iter().for_each(|t| {
             let (ib, ps) = (t / split * MB, t % split * per);
             let (ie, pe) = (m.min(ib + MB), panels.min(ps + per));

@@ -161,6 +161,43 @@ pub struct AffineWeight {
     split_outliers: bool,
     /// Keep f32 activations (never the integer kernel) for this layer; see `set_float_activations`.
     float_activations: bool,
+    /// The integer kernel's unpacked copy, made on its first call where the budget allows
+    /// (`int8::panels`); None: unpacked per call.
+    panels: OnceLock<Option<std::sync::Arc<KernelPanels>>>,
+}
+
+/// A weight unpacked into the integer kernel's layout (codes per panel of output columns, then the
+/// panels' scales and biases as f32).
+#[derive(Debug)]
+pub(crate) struct KernelPanels {
+    pub codes: Vec<u8>,
+    pub params: Vec<f32>,
+}
+
+/// Most bytes of unpacked weights kept at once (`KernelPanels`), over all weights of the process:
+/// enough for every layer of small encoders (all-MiniLM-L6-v2 `--dtype int8`: 11 MB), where
+/// unpacking on every call was about a third of a single query's time; larger models unpack the
+/// rest per call, which their long batches amortize.
+const PANEL_CACHE_BYTES: usize = 256 << 20;
+static PANEL_CACHE_USED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+impl KernelPanels {
+    /// Zeroed buffers of these sizes, when the budget has room for them (returned on drop).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub(crate) fn reserve(codes: usize, params: usize) -> Option<KernelPanels> {
+        let bytes = codes + 4 * params;
+        if PANEL_CACHE_USED.fetch_add(bytes, Ordering::Relaxed) + bytes > PANEL_CACHE_BYTES {
+            PANEL_CACHE_USED.fetch_sub(bytes, Ordering::Relaxed);
+            return None;
+        }
+        Some(KernelPanels { codes: vec![0; codes], params: vec![0.0; params] })
+    }
+}
+
+impl Drop for KernelPanels {
+    fn drop(&mut self) {
+        PANEL_CACHE_USED.fetch_sub(self.codes.len() + 4 * self.params.len(), Ordering::Relaxed);
+    }
 }
 
 impl AffineWeight {
@@ -220,6 +257,7 @@ impl AffineWeight {
             biases,
             split_outliers: false,
             float_activations: false,
+            panels: OnceLock::new(),
         })
     }
 
@@ -409,6 +447,7 @@ impl AffineWeight {
             biases: GroupParams::concat(parts.iter().map(|w| &w.biases))?,
             split_outliers: first.split_outliers,
             float_activations: first.float_activations,
+            panels: OnceLock::new(),
         })
     }
 
@@ -431,6 +470,10 @@ impl AffineWeight {
 
     pub fn float_activations(&self) -> bool {
         self.float_activations
+    }
+
+    pub(crate) fn panels_cell(&self) -> &OnceLock<Option<std::sync::Arc<KernelPanels>>> {
+        &self.panels
     }
 
     pub fn n(&self) -> usize {

@@ -590,7 +590,6 @@ fn outlier_split_multiplies_huge_channels_in_f32() {
         return;
     }
     let mut rng = Rng(31);
-    // 70 rows: calls of fewer than 64 skip the split (int8::SMALL_M).
     let (n, k, m) = (40, 256, 70);
     let mut w = random_weight(&mut rng, 8, 32, n, k);
     let mut x = rng.vec(m * k);
