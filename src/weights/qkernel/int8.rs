@@ -625,6 +625,7 @@ fn with_panels<R>(w: &AffineWeight, f: impl FnOnce(&[u8], &[f32]) -> R) -> R {
 /// over it, and its output rows in L2. Measured on MiniLM's 1536×384 layer at 7,680 rows, 2 threads:
 /// 12–36 rows 615–650 GFLOP/s, 96 rows and more 290 (the output block stops fitting in L2).
 const MB: usize = 24;
+const _: () = assert!(MB.is_multiple_of(MR), "row blocks are whole tiles");
 
 /// Pack the whole weight once per call, then tasks of (row block, range of panels): row blocks
 /// first, so each block's activations are read from memory once per call (not once per panel),
@@ -654,18 +655,22 @@ fn multiply(
         (0..blocks * split).into_par_iter().for_each(|t| {
             let (ib, ps) = (t / split * MB, t % split * per);
             let (ie, pe) = (m.min(ib + MB), panels.min(ps + per));
+            // The block's row tiles, made once for all its panels (rows past the block repeat
+            // its last row; the kernel only reads the first `mr`).
+            let tiles: [Rows; MB / MR] = std::array::from_fn(|t| {
+                let row = |r: usize| (ib + t * MR + r).min(ie - 1);
+                Rows {
+                    q: std::array::from_fn(|r| &a.q[row(r) * k..][..k]),
+                    scale: std::array::from_fn(|r| &a.scale[row(r) * na..][..na]),
+                    gsum: std::array::from_fn(|r| &a.gsum[row(r) * ng..][..ng]),
+                    x: std::array::from_fn(|r| &x[row(r) * k..][..k]),
+                }
+            });
             for p in ps..pe {
                 let (c0, nc) = (p * NB, NB.min(n - p * NB));
                 let (wb, wp) = (&buf[p * pbytes..][..pbytes], &params[p * pparams..][..pparams]);
-                for i0 in (ib..ie).step_by(MR) {
+                for (rows, i0) in tiles.iter().zip((ib..ie).step_by(MR)) {
                     let mr = MR.min(m - i0);
-                    let row = |t: usize| i0 + t.min(mr - 1);
-                    let rows = Rows {
-                        q: std::array::from_fn(|t| &a.q[row(t) * k..][..k]),
-                        scale: std::array::from_fn(|t| &a.scale[row(t) * na..][..na]),
-                        gsum: std::array::from_fn(|t| &a.gsum[row(t) * ng..][..ng]),
-                        x: std::array::from_fn(|t| &x[row(t) * k..][..k]),
-                    };
                     let dest = Dest {
                         ptr: shared.at(i0 * n + c0),
                         ldo: n,
