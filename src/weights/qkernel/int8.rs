@@ -432,7 +432,7 @@ struct Dest<'a> {
     residual: *const f32,
     /// add onto what the output holds
     add: bool,
-    /// outlier input channels, and their weights `[outliers][ldo]` from column `c0`
+    /// outlier input channels, and the panel's weights for them `[outliers][NB]`
     outliers: &'a [usize],
     outlier_w: *const f32,
 }
@@ -444,7 +444,7 @@ struct Dest<'a> {
 /// AVX-512 F/BW + VNNI available; `rows.q[r]` holds `k` codes, `rows.scale[r]` `k / ACT_GROUP`
 /// scales, `rows.gsum[r]` `k / gs` sums, `rows.x[r]` `k` floats; `buf` holds `NB * k` bytes and
 /// `params` `2 * NB * k / gs` floats; `dest` addresses `R` rows of `nc` writable floats `ldo` apart
-/// (and `nc` bias floats, `R` residual rows, `outliers.len()` outlier weight rows, where set),
+/// (and `nc` bias floats, `R` residual rows, `outliers.len()` rows of NB outlier weights, where set),
 /// touched by no other thread during the call.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,fma")]
 // Indices spell out the register tile (row r, half h); iterator chains obscure which register is which.
@@ -499,7 +499,7 @@ unsafe fn microkernel<const R: usize>(rows: &Rows<'_>, buf: &[u8], params: &[f32
                 v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, dest.residual.add(r * dest.ldo + 16 * h)));
             }
             for (i, &c) in dest.outliers.iter().enumerate() {
-                let wo = _mm512_maskz_loadu_ps(mask, dest.outlier_w.add(i * dest.ldo + 16 * h));
+                let wo = _mm512_maskz_loadu_ps(mask, dest.outlier_w.add(i * NB + 16 * h));
                 v = _mm512_fmadd_ps(_mm512_set1_ps(*rows.x[r].get_unchecked(c)), wo, v);
             }
             _mm512_mask_storeu_ps(o.add(16 * h), mask, v);
@@ -625,54 +625,71 @@ unsafe fn column_absmax(x: &[f32], mx: &mut [f32]) {
     }
 }
 
-/// The weight's outlier columns dequantized from its panels (`with_panels`), transposed to
-/// `[outliers][n]` so the kernel reads them along its output columns.
-fn outlier_weights(w: &AffineWeight, codes: &[u8], params: &[f32], outliers: &[usize]) -> Vec<f32> {
-    let (n, k, gs) = (w.n(), w.k(), w.group_size());
-    let (pbytes, pparams, groups) = (NB * k, 2 * NB * (k / gs), k / gs);
-    let mut wt = vec![0f32; outliers.len() * n];
-    for j in (0..n).filter(|_| !outliers.is_empty()) {
-        let (p, lane) = (j / NB, j % NB);
-        let (panel, pp) = (&codes[p * pbytes..][..pbytes], &params[p * pparams..][..pparams]);
+/// One panel's outlier columns dequantized from its codes and params, `[outliers][NB]` (columns
+/// past the weight are zero), so the kernel reads them along its output columns: sixteen columns
+/// per step (one code byte out of each lane's quad).
+///
+/// # Safety
+/// AVX-512 F available; `panel` and `pp` are one panel of a `k`-input weight of group size `gs`
+/// (`NB · k` bytes, `2 · NB · k / gs` floats); every outlier channel is below k.
+#[target_feature(enable = "avx512f")]
+unsafe fn panel_outlier_weights(panel: &[u8], pp: &[f32], k: usize, gs: usize, outliers: &[usize], out: &mut Vec<f32>) {
+    debug_assert!(panel.len() >= NB * k && pp.len() >= 2 * NB * (k / gs));
+    out.resize(outliers.len() * NB, 0.0);
+    let groups = k / gs;
+    for half in 0..NB / 16 {
+        let codes = panel.as_ptr().add(half * k * 16);
+        let params = pp.as_ptr().add(half * 16);
         for (o, &c) in outliers.iter().enumerate() {
-            let code = panel[lane / 16 * k * 16 + c / 4 * 64 + lane % 16 * 4 + c % 4] as f32;
+            // Lane i's quad holds codes c − c%4 .. of column 16·half + i; byte c%4 is this channel's.
+            let quads = _mm512_loadu_si512(codes.add(c / 4 * 64) as *const __m512i);
+            let byte = _mm512_srl_epi32(quads, _mm_cvtsi32_si128(8 * (c % 4) as i32));
+            let code = _mm512_cvtepi32_ps(_mm512_and_si512(byte, _mm512_set1_epi32(0xff)));
             let g = c / gs;
-            wt[o * n + j] = code * pp[g * NB + lane] + pp[(groups + g) * NB + lane];
+            let (scale, bias) = (_mm512_loadu_ps(params.add(g * NB)), _mm512_loadu_ps(params.add((groups + g) * NB)));
+            _mm512_storeu_ps(out.as_mut_ptr().add(o * NB + 16 * half), _mm512_add_ps(_mm512_mul_ps(code, scale), bias));
         }
     }
-    wt
 }
 
-/// Run `f` on `w` unpacked into panels (codes `[panels][NB/16][k/4][16][4]`, params
-/// `[panels][2][k/gs][NB]`): the cached copy, made on first use within the budget, or this
-/// thread's buffer unpacked now.
-fn with_panels<R>(w: &AffineWeight, f: impl FnOnce(&[u8], &[f32]) -> R) -> R {
+/// `w` unpacked into panels (codes `[panels][NB/16][k/4][16][4]`, params `[panels][2][k/gs][NB]`)
+/// and kept, made on first use where the budget allows (8-bit weights only: for 4-bit ones the copy
+/// would triple their memory); None: unpack per call.
+fn cached_panels(w: &AffineWeight) -> Option<&KernelPanels> {
     let (n, k) = (w.n(), w.k());
     let panels = n.div_ceil(NB);
     let (pbytes, pparams) = (NB * k, 2 * NB * (k / w.group_size()));
-    let unpack = |codes: &mut [u8], params: &mut [f32]| {
-        codes
-            .par_chunks_mut(pbytes)
-            .zip(params.par_chunks_mut(pparams))
-            .enumerate()
-            .for_each(|(p, (b, pr))| pack_panel(w, p * NB, NB.min(n - p * NB), b, pr))
-    };
-    // Only 8-bit weights are kept unpacked: for 4-bit ones the copy would triple their memory.
-    let cached = w.panels_cell().get_or_init(|| {
-        let mut p = (w.bits() == 8).then(|| KernelPanels::reserve(panels * pbytes, panels * pparams)).flatten()?;
-        unpack(&mut p.codes, &mut p.params);
-        Some(std::sync::Arc::new(p))
-    });
-    if let Some(p) = cached {
-        return f(&p.codes, &p.params);
-    }
-    with_local(&PACKED, |(codes, params)| {
-        codes.resize(panels * pbytes, 0);
-        params.resize(panels * pparams, 0.0);
-        unpack(codes, params);
-        f(codes, params)
-    })
+    w.panels_cell()
+        .get_or_init(|| {
+            let mut p = (w.bits() == 8).then(|| KernelPanels::reserve(panels * pbytes, panels * pparams)).flatten()?;
+            unpack_all(w, &mut p.codes, &mut p.params);
+            Some(std::sync::Arc::new(p))
+        })
+        .as_deref()
 }
+
+/// Every panel of `w` into `codes` / `params` (sized for all of them), in parallel.
+fn unpack_all(w: &AffineWeight, codes: &mut [u8], params: &mut [f32]) {
+    let (n, k) = (w.n(), w.k());
+    let (pbytes, pparams) = (NB * k, 2 * NB * (k / w.group_size()));
+    codes
+        .par_chunks_mut(pbytes)
+        .zip(params.par_chunks_mut(pparams))
+        .enumerate()
+        .for_each(|(p, (b, pr))| pack_panel(w, p * NB, NB.min(n - p * NB), b, pr))
+}
+
+thread_local! {
+    /// A task's own panel (codes, params) when panels are unpacked per task, and its outlier weights.
+    static TASK_PANEL: RefCell<(Vec<u8>, Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
+}
+
+/// Calls of at most this many row blocks unpack an uncached weight panel by panel inside their
+/// tasks (each panel straight from L1 into the kernel; a panel is unpacked once per row block);
+/// longer calls unpack it all first, once. Measured on a Qwen3-0.6B-shaped 4-bit model, single
+/// query: unpacking everything first (3 MB written, then read back, per gate/up call) took p50 from
+/// 132 to 166–180 ms.
+const UNPACK_IN_TASK_BLOCKS: usize = 4;
 
 /// Activation rows per task: the block's codes stay in L1 while every panel of the weight passes
 /// over it, and its output rows in L2. Measured on MiniLM's 1536×384 layer at 7,680 rows, 2 threads:
@@ -702,9 +719,9 @@ fn multiply(
     let split = want.div_ceil(blocks).min(panels);
     let per = panels.div_ceil(split);
     let shared = super::driver::SharedOut::new(out);
-    with_panels(w, |buf, params| {
-        let outlier_w = outlier_weights(w, buf, params, outliers);
-        let outlier_w = &outlier_w[..];
+    let cached = cached_panels(w);
+    let unpack_in_task = cached.is_none() && blocks <= UNPACK_IN_TASK_BLOCKS;
+    let run = |all: Option<(&[u8], &[f32])>| {
         (0..blocks * split).into_par_iter().for_each(|t| {
             let (ib, ps) = (t / split * MB, t % split * per);
             let (ie, pe) = (m.min(ib + MB), panels.min(ps + per));
@@ -719,38 +736,53 @@ fn multiply(
                     x: std::array::from_fn(|r| &x[row(r) * k..][..k]),
                 }
             });
-            for p in ps..pe {
-                let (c0, nc) = (p * NB, NB.min(n - p * NB));
-                let (wb, wp) = (&buf[p * pbytes..][..pbytes], &params[p * pparams..][..pparams]);
-                for (rows, i0) in tiles.iter().zip((ib..ie).step_by(MR)) {
-                    let mr = MR.min(m - i0);
-                    let dest = Dest {
-                        ptr: shared.at(i0 * n + c0),
-                        ldo: n,
-                        nc,
-                        bias: fin.bias.map_or(std::ptr::null(), |b| b[c0..].as_ptr()),
-                        residual: fin.residual.map_or(std::ptr::null(), |r| r[i0 * n + c0..].as_ptr()),
-                        add: fin.acc,
-                        outliers,
-                        outlier_w: outlier_w.get(c0..).map_or(std::ptr::null(), |w| w.as_ptr()),
+            with_local(&TASK_PANEL, |(own_codes, own_params, outlier_w)| {
+                for p in ps..pe {
+                    let (c0, nc) = (p * NB, NB.min(n - p * NB));
+                    let (wb, wp) = match all {
+                        Some((codes, params)) => (&codes[p * pbytes..][..pbytes], &params[p * pparams..][..pparams]),
+                        None => {
+                            own_codes.resize(pbytes, 0);
+                            own_params.resize(pparams, 0.0);
+                            pack_panel(w, c0, nc, own_codes, own_params);
+                            (&own_codes[..], &own_params[..])
+                        }
                     };
-                    // SAFETY: `available()` asserted; the slices above have the lengths the kernel
-                    // reads (k codes, k/32 scales, k/gs sums, k floats), the panel NB·k bytes and
-                    // 2·NB·k/gs floats; bias, residual (asserted to hold m·n) and outlier weights
-                    // (`outliers.len()` rows of n) cover the columns read; rows i0..i0+mr, columns
-                    // c0..c0+nc of `out` (asserted to hold m·n) belong to this task alone.
-                    unsafe {
-                        match mr {
-                            1 => microkernel::<1>(rows, wb, wp, k, gs, &dest),
-                            2 => microkernel::<2>(rows, wb, wp, k, gs, &dest),
-                            3 => microkernel::<3>(rows, wb, wp, k, gs, &dest),
-                            4 => microkernel::<4>(rows, wb, wp, k, gs, &dest),
-                            5 => microkernel::<5>(rows, wb, wp, k, gs, &dest),
-                            _ => microkernel::<6>(rows, wb, wp, k, gs, &dest),
+                    if !outliers.is_empty() {
+                        // SAFETY: `available()` asserted by the callers; one panel's buffers.
+                        unsafe { panel_outlier_weights(wb, wp, k, gs, outliers, outlier_w) };
+                    }
+                    for (rows, i0) in tiles.iter().zip((ib..ie).step_by(MR)) {
+                        let mr = MR.min(m - i0);
+                        let dest = Dest {
+                            ptr: shared.at(i0 * n + c0),
+                            ldo: n,
+                            nc,
+                            bias: fin.bias.map_or(std::ptr::null(), |b| b[c0..].as_ptr()),
+                            residual: fin.residual.map_or(std::ptr::null(), |r| r[i0 * n + c0..].as_ptr()),
+                            add: fin.acc,
+                            outliers,
+                            outlier_w: outlier_w.as_ptr(),
+                        };
+                        // SAFETY: `available()` asserted; the slices above have the lengths the
+                        // kernel reads (k codes, k/32 scales, k/gs sums, k floats), the panel NB·k
+                        // bytes and 2·NB·k/gs floats; bias and residual (asserted to hold m·n) cover
+                        // the columns read, the outlier weights `outliers.len()` rows of NB; rows
+                        // i0..i0+mr, columns c0..c0+nc of `out` (asserted to hold m·n) belong to
+                        // this task alone.
+                        unsafe {
+                            match mr {
+                                1 => microkernel::<1>(rows, wb, wp, k, gs, &dest),
+                                2 => microkernel::<2>(rows, wb, wp, k, gs, &dest),
+                                3 => microkernel::<3>(rows, wb, wp, k, gs, &dest),
+                                4 => microkernel::<4>(rows, wb, wp, k, gs, &dest),
+                                5 => microkernel::<5>(rows, wb, wp, k, gs, &dest),
+                                _ => microkernel::<6>(rows, wb, wp, k, gs, &dest),
+                            }
                         }
                     }
                 }
-            }
+            });
             let (c0, c1) = (ps * NB, n.min(pe * NB));
             for i in (ib..ie).filter(|_| fin.act.is_some() || fin.quant.is_some()) {
                 // SAFETY: rows ib..ie, columns c0..c1 of `out` belong to this task alone.
@@ -776,5 +808,15 @@ fn multiply(
                 }
             }
         })
-    });
+    };
+    match cached {
+        Some(p) => run(Some((&p.codes, &p.params))),
+        None if unpack_in_task => run(None),
+        None => with_local(&PACKED, |(codes, params)| {
+            codes.resize(panels * pbytes, 0);
+            params.resize(panels * pparams, 0.0);
+            unpack_all(w, codes, params);
+            run(Some((codes, params)))
+        }),
+    }
 }
