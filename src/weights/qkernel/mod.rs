@@ -175,7 +175,7 @@ pub(crate) struct KernelPanels {
 }
 
 /// Most bytes of unpacked weights kept at once (`KernelPanels`), over all weights of the process:
-/// enough for every layer of small encoders (all-MiniLM-L6-v2 `--dtype int8`: 11 MB), where
+/// enough for every layer of small encoders (all-MiniLM-L6-v2 `--dtype int8`: 13 MB), where
 /// unpacking on every call was about a third of a single query's time; larger models unpack the
 /// rest per call, which their long batches amortize.
 const PANEL_CACHE_BYTES: usize = 256 << 20;
