@@ -524,15 +524,14 @@ const OUTLIER_RATIO: f32 = 3.0;
 /// If this CPU lacks the instructions (`available()`), or on size mismatches (caller bugs).
 pub(crate) fn matmul(w: &AffineWeight, x: &[f32], m: usize, out: &mut [f32], fin: Finish<'_>) {
     assert!(available(), "int8 kernel called on a CPU without AVX-512 VNNI");
-    let (n, k, gs) = (w.n(), w.k(), w.group_size());
+    let (n, k) = (w.n(), w.k());
     assert!(x.len() >= m * k && out.len() >= m * n && fin.bias.is_none_or(|b| b.len() == n));
     assert!(fin.residual.is_none_or(|r| r.len() >= m * n));
     if m == 0 || n == 0 {
         return;
     }
-    let outliers = if w.split_outliers() { outlier_channels(&x[..m * k], k) } else { Vec::new() };
     with_local(&ACTS, |a| {
-        quantize_acts_into(x, m, k, gs, true, &outliers, a);
+        let outliers = quantize_input(w, x, m, a);
         multiply(w, a, x, m, out, fin, &outliers)
     });
 }
@@ -558,15 +557,14 @@ pub(crate) fn mlp(
         return false;
     }
     assert!(available(), "int8 kernel called on a CPU without AVX-512 VNNI");
-    let (k, gs, gs2) = (first.k(), first.group_size(), second.group_size());
+    let (k, gs2) = (first.k(), second.group_size());
     assert!(x.len() >= m * k && mid.len() >= m * n1 && out.len() >= m * second.n());
     if m == 0 || n1 == 0 {
         return false;
     }
-    let outliers = if first.split_outliers() { outlier_channels(&x[..m * k], k) } else { Vec::new() };
     with_local(&ACTS, |a| {
         with_local(&ACTS_NEXT, |b| {
-            quantize_acts_into(x, m, k, gs, true, &outliers, a);
+            let outliers = quantize_input(first, x, m, a);
             let (na, ng) = (n1 / ACT_GROUP, n1 / gs2);
             // Every element is written by the first layer's finish (rows × all column blocks).
             b.q.resize(m * n1, 0);
@@ -584,6 +582,15 @@ pub(crate) fn mlp(
         })
     });
     true
+}
+
+/// Quantize `w`'s input `x` (`m` rows) into `a`, its outlier channels (returned) cleared where the
+/// layer splits them.
+fn quantize_input(w: &AffineWeight, x: &[f32], m: usize, a: &mut QuantActs) -> Vec<usize> {
+    let k = w.k();
+    let outliers = if w.split_outliers() { outlier_channels(&x[..m * k], k) } else { Vec::new() };
+    quantize_acts_into(x, m, k, w.group_size(), true, &outliers, a);
+    outliers
 }
 
 /// The outlier channels of `x` (rows of `k`), largest first.
@@ -652,13 +659,17 @@ unsafe fn panel_outlier_weights(panel: &[u8], pp: &[f32], k: usize, gs: usize, o
     }
 }
 
+/// Bytes of codes and floats of params in one panel of `w` (see `pack_panel`).
+fn panel_sizes(w: &AffineWeight) -> (usize, usize) {
+    (NB * w.k(), 2 * NB * (w.k() / w.group_size()))
+}
+
 /// `w` unpacked into panels (codes `[panels][NB/16][k/4][16][4]`, params `[panels][2][k/gs][NB]`)
 /// and kept, made on first use where the budget allows (8-bit weights only: for 4-bit ones the copy
 /// would triple their memory); None: unpack per call.
 fn cached_panels(w: &AffineWeight) -> Option<&KernelPanels> {
-    let (n, k) = (w.n(), w.k());
-    let panels = n.div_ceil(NB);
-    let (pbytes, pparams) = (NB * k, 2 * NB * (k / w.group_size()));
+    let panels = w.n().div_ceil(NB);
+    let (pbytes, pparams) = panel_sizes(w);
     w.panels_cell()
         .get_or_init(|| {
             let mut p = (w.bits() == 8).then(|| KernelPanels::reserve(panels * pbytes, panels * pparams)).flatten()?;
@@ -670,8 +681,8 @@ fn cached_panels(w: &AffineWeight) -> Option<&KernelPanels> {
 
 /// Every panel of `w` into `codes` / `params` (sized for all of them), in parallel.
 fn unpack_all(w: &AffineWeight, codes: &mut [u8], params: &mut [f32]) {
-    let (n, k) = (w.n(), w.k());
-    let (pbytes, pparams) = (NB * k, 2 * NB * (k / w.group_size()));
+    let n = w.n();
+    let (pbytes, pparams) = panel_sizes(w);
     codes
         .par_chunks_mut(pbytes)
         .zip(params.par_chunks_mut(pparams))
@@ -697,7 +708,8 @@ const UNPACK_IN_TASK_BLOCKS: usize = 4;
 const MB: usize = 24;
 const _: () = assert!(MB.is_multiple_of(MR), "row blocks are whole tiles");
 
-/// Pack the whole weight once per call, then tasks of (row block, range of panels): row blocks
+/// Tasks of (row block, range of panels) over the weight's panels (kept, unpacked all at once per
+/// call, or per panel inside the tasks on short calls; see `UNPACK_IN_TASK_BLOCKS`): row blocks
 /// first, so each block's activations are read from memory once per call (not once per panel),
 /// panels split further only when there are too few row blocks to keep every thread busy. The
 /// activation runs on each task's finished rows while they are in cache.
@@ -713,7 +725,7 @@ fn multiply(
     let (n, k, gs) = (w.n(), w.k(), w.group_size());
     let (na, ng) = (k / ACT_GROUP, k / gs);
     let panels = n.div_ceil(NB);
-    let (pbytes, pparams) = (NB * k, 2 * NB * ng);
+    let (pbytes, pparams) = panel_sizes(w);
     let blocks = m.div_ceil(MB);
     let want = 4 * rayon::current_num_threads().max(1);
     let split = want.div_ceil(blocks).min(panels);

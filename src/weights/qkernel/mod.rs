@@ -286,6 +286,12 @@ impl AffineWeight {
         self.matmul_on(selected_path(), x, m, out, None, true)
     }
 
+    /// Whether a call of `m` rows runs on the integer kernel (the selected path's `int` strategy).
+    #[cfg(target_arch = "x86_64")]
+    fn int_kernel_applies(&self, m: usize) -> bool {
+        driver::Ops::for_path(selected_path()).is_some_and(|ops| driver::int_applies(self, ops, m))
+    }
+
     /// `out[m, n] = act(x · Wᵀ + bias + residual)`: on the integer kernel in one pass (the
     /// additions and the activation run on each block of output while it is in cache), elsewhere
     /// as separate passes.
@@ -300,7 +306,7 @@ impl AffineWeight {
     ) {
         let out = &mut out[..m * self.n];
         #[cfg(target_arch = "x86_64")]
-        if driver::Ops::for_path(selected_path()).is_some_and(|ops| driver::int_applies(self, ops, m)) {
+        if self.int_kernel_applies(m) {
             self.check_sizes(x, m, out, bias);
             return int8::matmul(self, x, m, out, int8::Finish { bias, residual, act, ..Default::default() });
         }
@@ -391,9 +397,7 @@ impl AffineWeight {
     ) {
         mid.resize(m * first.n, 0.0);
         #[cfg(target_arch = "x86_64")]
-        if driver::Ops::for_path(selected_path())
-            .is_some_and(|ops| driver::int_applies(first, ops, m) && driver::int_applies(second, ops, m))
-        {
+        if first.int_kernel_applies(m) && second.int_kernel_applies(m) {
             first.check_sizes(x, m, mid, bias1);
             second.check_sizes(mid, m, out, bias2);
             let fin1 = int8::Finish { bias: bias1, act, ..Default::default() };
