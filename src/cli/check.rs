@@ -61,6 +61,10 @@ struct ModelCheck {
     tokens_per_s: Option<f64>,
     /// Peak resident memory while this model was loaded and probed (VmHWM; Linux only).
     peak_rss_bytes: Option<u64>,
+    /// Rotary settings as read (Qwen3), e.g. `rope yarn ×4 from 32768, theta 1000000`.
+    rope: Option<String>,
+    /// config.json keys neither implemented nor known to be inert: check they do not change the math.
+    unknown_config_keys: Vec<String>,
 }
 
 const PARAPHRASE: [&str; 3] = [
@@ -137,6 +141,10 @@ fn check_one(name: &str, resolved: Result<ResolvedModel, String>, device: Device
         c.dir = Some(r.dir.clone());
         let spec = ModelSpec::load(&r, &SpecOverrides::default()).map_err(|e| e.to_string())?;
         c.architecture = spec.architectures.first().cloned().or_else(|| Some(spec.arch.name().to_string()));
+        c.unknown_config_keys = spec.unknown_config_keys.clone();
+        if let embedrank::spec::Arch::Qwen3(q) = &spec.arch {
+            c.rope = Some(q.rope.describe());
+        }
         c.task = Some(match spec.task {
             Task::Embed => "embedding",
             Task::Rerank => "reranker",
@@ -306,6 +314,15 @@ fn table(results: &[ModelCheck]) -> String {
         o.push_str(&format!("\n{}:\n", r.model));
         if let Some(e) = &r.error {
             o.push_str(&format!("  error: {e}\n"));
+        }
+        if let Some(rope) = &r.rope {
+            o.push_str(&format!("  {rope}\n"));
+        }
+        if !r.unknown_config_keys.is_empty() {
+            o.push_str(&format!(
+                "  note config.json keys not known to this version (check they do not change the math): {}\n",
+                r.unknown_config_keys.join(", ")
+            ));
         }
         for p in &r.probes {
             o.push_str(&format!("  {} {:<10} {}\n", if p.passed { "ok  " } else { "FAIL" }, p.name, p.detail));
