@@ -19,6 +19,8 @@ use embedrank::source::{self, CacheRoots, ResolveOptions, ResolvedModel};
 use embedrank::spec::{ModelSpec, SpecOverrides, Task};
 use serde::Serialize;
 
+use super::backends;
+
 #[derive(Args, Debug)]
 pub struct CheckArgs {
     /// Models (org/name[@rev] in a cache, or folders). Default: every available model of the wanted list.
@@ -35,6 +37,11 @@ pub struct CheckArgs {
     /// Print one JSON document.
     #[arg(long)]
     pub json: bool,
+    /// Run each model on every compute path this machine has (CPU default, the generic tensor path
+    /// CUDA and Metal run, --dtype int8, each quantized kernel's SIMD level, the GPU of --device) and
+    /// print how far each lands from the CPU default; exit 1 if any path disagrees.
+    #[arg(long)]
+    pub backends: bool,
 }
 
 #[derive(Serialize)]
@@ -91,6 +98,9 @@ pub fn run(a: CheckArgs) -> Result<ExitCode> {
         return Ok(ExitCode::from(1));
     }
     let tty = std::io::stderr().is_terminal() && !a.json;
+    if a.backends {
+        return run_backends(&a, targets, tty);
+    }
     let mut results = Vec::new();
     for t in targets {
         if tty {
@@ -103,6 +113,40 @@ pub fn run(a: CheckArgs) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "passed": passed, "models": results }))?);
     } else {
         print!("{}", table(&results));
+    }
+    Ok(if passed { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn run_backends(a: &CheckArgs, targets: Vec<(String, Result<ResolvedModel, String>)>, tty: bool) -> Result<ExitCode> {
+    let mut reports = Vec::new();
+    let mut failed = Vec::new();
+    for (name, resolved) in targets {
+        if tty {
+            eprintln!("comparing compute paths of {name} …");
+        }
+        let spec = resolved
+            .map_err(anyhow::Error::msg)
+            .and_then(|r| ModelSpec::load(&r, &SpecOverrides::default()).map_err(anyhow::Error::from));
+        match spec {
+            Ok(spec) => {
+                let src = backends::ModelSource { reference: &name, cache_dirs: &a.cache_dirs };
+                reports.push(backends::compare(&src, &spec, &a.device));
+            }
+            Err(e) => failed.push((name, e.to_string())),
+        }
+    }
+    let passed = failed.is_empty() && reports.iter().all(|r| r.passed);
+    if a.json {
+        let errors: Vec<_> = failed.iter().map(|(m, e)| serde_json::json!({"model": m, "error": e})).collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"passed": passed, "models": reports, "errors": errors}))?
+        );
+    } else {
+        print!("{}", backends::table(&reports));
+        for (m, e) in &failed {
+            println!("{m}: FAIL: {e}");
+        }
     }
     Ok(if passed { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

@@ -1,5 +1,6 @@
 //! Subcommands and the options they share.
 
+mod backends;
 mod bench;
 mod check;
 mod convert;
