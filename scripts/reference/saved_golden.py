@@ -111,7 +111,7 @@ QWEN3_CASES = {
                                                                   "rope_theta": 1000000.0}},
                                reference=True),
     # Extra: with original_max_position_embeddings 16 every frequency of head_dim 16 is either smoothed or
-    # divided (2*pi > 16/4); 64 also leaves the two highest frequencies unchanged, so all three llama3
+    # divided (2*pi > 16/4); 64 leaves the highest frequency unchanged, smooths the next, divides the rest: all three llama3
     # branches run.
     "qwen3-embed-llama3-wide": dict(config_kwargs={"rope_parameters": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
                                                                        "high_freq_factor": 4.0, "original_max_position_embeddings": 64,
