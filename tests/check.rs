@@ -198,6 +198,24 @@ fn check_backends_prints_agreement_of_every_path() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(text.contains("cpu generic tensor path") && text.contains("same") && text.contains("PASS"), "{text}");
+    // An MLX 4-bit model: each quantized kernel's SIMD level against the float-activation reference.
+    let q = tempfile::tempdir().unwrap();
+    let out = bin(&hub)
+        .arg("convert")
+        .arg(common::tiny_dir().join("tiny-qwen3-embedding"))
+        .args(["--bits", "4", "--group-size", "32", "-q", "--force", "--out"])
+        .arg(q.path().join("q4"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = bin(&hub).args(["check", "--backends", "--json"]).arg(q.path().join("q4")).output().unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(out.status.code(), Some(0), "{v}");
+    let rows = v["models"][0]["results"].as_array().unwrap();
+    assert!(
+        rows.iter().any(|r| r["backend"] == "cpu quantized kernel scalar" && r["min_cosine"].as_f64() >= Some(0.9999)),
+        "{v}"
+    );
     // A model that cannot load fails the run.
     let out = bin(&hub).args(["check", "--backends", "no-such/model"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
