@@ -32,6 +32,7 @@ fn opts(hub: &FakeHub, root: &Path) -> PullOptions {
         offline: false,
         endpoint: hub.url.clone(),
         token: None,
+        verify: false,
     }
 }
 
