@@ -115,21 +115,21 @@ fn get_health(srv: &Server) -> (u16, Vec<(String, String)>, Vec<u8>) {
 
 /// Raise this process's open-file limit (the server inherits it) to at least `want`, as far as the
 /// hard limit allows; returns the limit in force.
-fn raise_nofile(want: u64) -> u64 {
+fn raise_nofile(want: libc::rlim_t) -> libc::rlim_t {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: plain syscalls on a struct we own.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
             return 0;
         }
-        if (lim.rlim_cur as u64) < want {
-            let new = libc::rlimit { rlim_cur: (want as libc::rlim_t).min(lim.rlim_max), rlim_max: lim.rlim_max };
+        if lim.rlim_cur < want {
+            let new = libc::rlimit { rlim_cur: want.min(lim.rlim_max), rlim_max: lim.rlim_max };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &new) == 0 {
                 lim.rlim_cur = new.rlim_cur;
             }
         }
     }
-    lim.rlim_cur as u64
+    lim.rlim_cur
 }
 
 fn signal(srv: &Server, sig: &str) {
@@ -152,9 +152,9 @@ fn wait_exit(srv: &mut Server, within: Duration) -> std::process::ExitStatus {
 fn half_open_heads_neither_lock_out_clients_nor_stay_forever() {
     const N: usize = 1100;
     // The test holds N sockets and the server N more (plus its own files).
-    let limit = raise_nofile(2 * N as u64 + 512);
+    let limit = raise_nofile(2 * N as libc::rlim_t + 512);
     assert!(
-        limit >= 2 * N as u64 + 256,
+        limit >= 2 * N as libc::rlim_t + 256,
         "open-file limit {limit} is too low for {N} connections on both ends: raise the hard limit (ulimit -Hn)"
     );
     // Default --max-connections (1024): the last 76 heads and the /health client find the table full.

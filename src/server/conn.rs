@@ -336,8 +336,8 @@ pub fn raise_fd_limit(max_connections: usize) {
             }
         }
         // Model files, the listener, refusals in flight, logs: a margin for what is not a connection.
-        let need = (max_connections + MAX_REFUSALS + 128) as u64;
-        if (lim.rlim_cur as u64) < need {
+        let need = (max_connections + MAX_REFUSALS + 128) as libc::rlim_t;
+        if lim.rlim_cur < need {
             tracing::warn!(
                 "open-file limit {} is below max_connections {max_connections} plus a margin; \
                  raise it (ulimit -n) or lower --max-connections",
