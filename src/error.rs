@@ -34,6 +34,10 @@ pub enum Error {
     #[error("invalid input: {0}")]
     InvalidInput(String),
 
+    /// A revision (`org/name@REV`) that cannot be a branch, tag or commit, or would leave the cache.
+    #[error("bad revision `{revision}` in `{reference}`: {reason}")]
+    InvalidRevision { reference: String, revision: String, reason: String },
+
     #[error("input {index} has {tokens} tokens, more than the model's maximum of {max} (truncation is off)")]
     InputTooLong { index: usize, tokens: usize, max: usize },
 
@@ -83,6 +87,12 @@ impl Error {
     }
     /// True when the fault is in what the caller sent (maps to a 4xx on the server).
     pub fn is_user_input(&self) -> bool {
-        matches!(self, Error::InvalidInput(_) | Error::InputTooLong { .. } | Error::WrongTask { .. })
+        matches!(
+            self,
+            Error::InvalidInput(_)
+                | Error::InvalidRevision { .. }
+                | Error::InputTooLong { .. }
+                | Error::WrongTask { .. }
+        )
     }
 }

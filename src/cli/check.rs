@@ -42,6 +42,10 @@ pub struct CheckArgs {
     /// print how far each lands from the CPU default; exit 1 if any path disagrees.
     #[arg(long)]
     pub backends: bool,
+    /// First re-hash each model's cached blobs against their names (sha256 / git blob sha1); a
+    /// mismatch fails the model without loading it.
+    #[arg(long)]
+    pub verify: bool,
 }
 
 #[derive(Serialize)]
@@ -106,7 +110,7 @@ pub fn run(a: CheckArgs) -> Result<ExitCode> {
         if tty {
             eprintln!("checking {} …", t.0);
         }
-        results.push(check_one(&t.0, t.1, device));
+        results.push(check_one(&t.0, t.1, device, a.verify));
     }
     let passed = results.iter().all(|r| r.passed);
     if a.json {
@@ -177,12 +181,31 @@ fn targets(a: &CheckArgs) -> Result<Vec<(String, Result<ResolvedModel, String>)>
         .collect())
 }
 
-fn check_one(name: &str, resolved: Result<ResolvedModel, String>, device: DeviceChoice) -> ModelCheck {
+fn check_one(name: &str, resolved: Result<ResolvedModel, String>, device: DeviceChoice, verify: bool) -> ModelCheck {
     let mut c = ModelCheck { model: name.to_string(), ..Default::default() };
     memory::reset_peak_rss();
     let outcome = (|| -> std::result::Result<(), String> {
         let r = resolved?;
         c.dir = Some(r.dir.clone());
+        if verify {
+            let v = source::verify::verify_snapshot(r.repo_id.as_deref().unwrap_or(&r.name), &r.dir);
+            let detail = match (v.mismatches.first(), v.errors.first()) {
+                (Some(m), _) => format!(
+                    "{} corrupt: {} ({} is {}, the name says {}); repair: embedrank pull --verify",
+                    v.mismatches.len(),
+                    m.files.join(", "),
+                    m.algorithm.as_str(),
+                    m.actual,
+                    m.expected
+                ),
+                (None, Some(e)) => format!("unreadable: {e}"),
+                (None, None) => format!("{} files ({}) re-hashed, all match", v.checked, human_bytes(v.checked_bytes)),
+            };
+            c.probes.push(Probe { name: "blob integrity", passed: v.ok(), detail: detail.clone() });
+            if !v.ok() {
+                return Err(detail);
+            }
+        }
         let spec = ModelSpec::load(&r, &SpecOverrides::default()).map_err(|e| e.to_string())?;
         c.architecture = spec.architectures.first().cloned().or_else(|| Some(spec.arch.name().to_string()));
         c.unknown_config_keys = spec.unknown_config_keys.clone();

@@ -8,6 +8,7 @@ pub mod download;
 pub mod inventory;
 pub mod pull;
 pub mod reference;
+pub mod verify;
 pub mod wanted;
 
 use std::path::PathBuf;
@@ -70,6 +71,7 @@ pub fn resolve(reference: &str, opts: &ResolveOptions) -> Result<ResolvedModel> 
 
     let parsed = match ModelRef::parse(reference) {
         Ok(r) => r,
+        Err(e @ Error::InvalidRevision { .. }) => return Err(e),
         Err(_) => {
             return Err(Error::ModelNotFound { reference: reference.into(), searched });
         }
