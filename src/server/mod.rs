@@ -11,6 +11,7 @@ pub mod errors;
 pub mod metrics;
 pub mod registry;
 pub mod routes;
+pub mod trim;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
