@@ -13,6 +13,7 @@ pub mod intake;
 pub mod metrics;
 pub mod registry;
 pub mod routes;
+pub mod trim;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
