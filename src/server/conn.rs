@@ -318,15 +318,16 @@ async fn refuse(mut stream: TcpStream) {
     .await;
 }
 
-/// Raise the soft open-file limit to the hard one (each connection is a descriptor); warn when
-/// `max_connections` does not fit under it.
-pub fn raise_fd_limit(max_connections: usize) {
+/// Raise the soft open-file limit to the hard one (each connection is a descriptor) and return
+/// how many connections fit under it: `max_connections`, or fewer (with a warning) when the limit
+/// is too low, so that the cap, not a failing `accept`, decides who waits.
+pub fn raise_fd_limit(max_connections: usize) -> usize {
     #[cfg(unix)]
     {
         // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
         let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
         if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-            return;
+            return max_connections;
         }
         if lim.rlim_cur < lim.rlim_max {
             let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
@@ -336,15 +337,18 @@ pub fn raise_fd_limit(max_connections: usize) {
             }
         }
         // Model files, the listener, refusals in flight, logs: a margin for what is not a connection.
-        let need = (max_connections + MAX_REFUSALS + 128) as libc::rlim_t;
-        if lim.rlim_cur < need {
+        const MARGIN: usize = MAX_REFUSALS + 128;
+        let fit = usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX).saturating_sub(MARGIN).max(1);
+        if fit < max_connections {
             tracing::warn!(
-                "open-file limit {} is below max_connections {max_connections} plus a margin; \
-                 raise it (ulimit -n) or lower --max-connections",
+                "open-file limit {} leaves room for {fit} connections, not max_connections {max_connections}: \
+                 using {fit} (raise the limit with ulimit -n)",
                 lim.rlim_cur
             );
+            return fit;
         }
+        max_connections
     }
     #[cfg(not(unix))]
-    let _ = max_connections;
+    max_connections
 }
