@@ -148,6 +148,33 @@ def case_second_signal(binary, cache):
         stop(p)
 
 
+def case_slow_reader(binary, cache):
+    """A client that asks for a large answer (2,048 inputs) and never reads it. Detected without
+    reading: junk sent after the request stays unread on the server, so its close is a reset."""
+    p, addr = start(binary, cache)
+    try:
+        body = ('{"input": [' + ",".join(['"a b c"'] * 2048) + ']}').encode()
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(addr)
+        s.sendall(JSON_HEAD + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        s.settimeout(2)
+        try:
+            s.sendall(b"x" * (4 << 20))
+        except (socket.timeout, OSError):
+            pass
+        t0 = time.time()
+        poll = select.poll()
+        poll.register(s.fileno(), select.POLLERR | select.POLLHUP | getattr(select, "POLLRDHUP", 0x2000))
+        while time.time() - t0 < 75 and not poll.poll(200):
+            pass
+        held = time.time() - t0
+        what = f"closed after {held:.1f}s" if held < 75 else "still open after 75s"
+        print(f"client never reads a 2,048-input answer: {what}")
+    finally:
+        stop(p)
+
+
 def case_requests(binary, cache):
     p, addr = start(binary, cache)
     try:
@@ -186,6 +213,7 @@ def main():
         "sigterm_body": lambda: case_sigterm(a.binary, a.cache_dir, "body"),
         "second_signal": lambda: case_second_signal(a.binary, a.cache_dir),
         "requests": lambda: case_requests(a.binary, a.cache_dir),
+        "slow_reader": lambda: case_slow_reader(a.binary, a.cache_dir),
     }
     for name, f in cases.items():
         if not a.only or name in a.only.split(","):

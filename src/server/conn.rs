@@ -2,13 +2,17 @@
 //! must arrive within the header timeout (hyper's `header_read_timeout`, which also closes idle
 //! keep-alive connections), open connections are capped (at the cap the oldest connection that is
 //! not inside a request is closed to make room; when every one is busy the newcomer gets an
-//! immediate `503` with `Retry-After`), and shutdown drains in-flight requests only up to a deadline.
-//! A second SIGTERM/SIGINT during the drain stops at once.
+//! immediate `503` with `Retry-After`), an answer the client stops reading is dropped after the
+//! body timeout without progress ([`WriteStall`]), and shutdown drains in-flight requests only up
+//! to a deadline. A second SIGTERM/SIGINT during the drain stops at once.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -16,7 +20,7 @@ use axum::Router;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinSet;
@@ -186,6 +190,7 @@ pub async fn serve(
                 match conns.admit(id) {
                     Some(slot) => {
                         let (app, conns, http, stop) = (app.clone(), conns.clone(), http.clone(), stop_rx.clone());
+                        let stream = WriteStall::new(stream, limits.body_timeout);
                         tasks.spawn(async move {
                             connection(stream, app, &http, slot.clone(), stop).await;
                             conns.release(id, &slot);
@@ -232,7 +237,7 @@ pub async fn serve(
 
 /// Serve one connection until it ends, is evicted, or (at shutdown) is between requests.
 async fn connection(
-    stream: TcpStream,
+    stream: WriteStall<TcpStream>,
     app: Router,
     http: &hyper::server::conn::http1::Builder,
     slot: Arc<Slot>,
@@ -278,6 +283,68 @@ async fn connection(
                 conn.as_mut().graceful_shutdown();
             }
         }
+    }
+}
+
+/// A stream whose writes fail with `TimedOut` once one has made no progress for `limit`: a client
+/// that stops reading its answer (with the socket buffers full) would otherwise hold its
+/// connection, and the answer's memory, for as long as it likes.
+pub struct WriteStall<T> {
+    inner: T,
+    limit: Duration,
+    stalled_since: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<T> WriteStall<T> {
+    pub fn new(inner: T, limit: Duration) -> Self {
+        WriteStall { inner, limit, stalled_since: None }
+    }
+
+    fn watch<R>(&mut self, cx: &mut Context<'_>, r: Poll<std::io::Result<R>>) -> Poll<std::io::Result<R>> {
+        if r.is_ready() {
+            self.stalled_since = None;
+            return r;
+        }
+        let limit = self.limit;
+        let timer = self.stalled_since.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        if timer.as_mut().poll(cx).is_ready() {
+            self.stalled_since = None;
+            let msg = format!("the client read nothing of the answer for {limit:?}");
+            return Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::TimedOut, msg)));
+        }
+        Poll::Pending
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for WriteStall<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for WriteStall<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.watch(cx, r)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.watch(cx, r)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let r = Pin::new(&mut self.inner).poll_flush(cx);
+        self.watch(cx, r)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let r = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.watch(cx, r)
     }
 }
 
@@ -351,4 +418,35 @@ pub fn raise_fd_limit(max_connections: usize) -> usize {
     }
     #[cfg(not(unix))]
     max_connections
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_write_nobody_reads_times_out() {
+        let (a, mut b) = tokio::io::duplex(64);
+        let mut w = WriteStall::new(a, Duration::from_millis(50));
+        // More than the pipe holds, and nobody reads.
+        let err = w.write_all(&[7u8; 1024]).await.expect_err("stalled write");
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        // A reader that keeps up: the same write goes through.
+        let mut w = WriteStall::new(w.inner, Duration::from_secs(60));
+        let reader = tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            let mut total = 0;
+            loop {
+                match b.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => total += n,
+                }
+            }
+            total
+        });
+        // The pipe may still hold bytes of the failed write; the reader drains them too, to the end.
+        w.write_all(&[7u8; 1024]).await.expect("write with a reader");
+        drop(w);
+        assert!(reader.await.unwrap_or(0) >= 1024);
+    }
 }
