@@ -273,6 +273,19 @@ fn oversized_content_length_is_413_before_the_body() {
 }
 
 #[test]
+fn early_413_reaches_clients_that_send_the_whole_body() {
+    // The answer goes out before the body is read; the body still arriving must not turn the
+    // close into a reset that destroys the answer (the server reads it away before closing).
+    let srv = Server::start(&["--model", MINILM, "--payload-limit", "1000"]);
+    let body = vec![b' '; 256 << 10];
+    for _ in 0..30 {
+        let r = ureq::post(&srv.url("/v1/embeddings")).set("Content-Type", "application/json").send_bytes(&body);
+        let (code, v) = answer(r);
+        assert_eq!(code, 413, "{v}");
+    }
+}
+
+#[test]
 fn non_json_types_and_encodings_are_415() {
     let srv = Server::start(&["--model", MINILM]);
     let body = r#"{"input": "hello"}"#;

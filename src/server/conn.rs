@@ -244,10 +244,10 @@ async fn connection(
     mut stop: watch::Receiver<bool>,
 ) {
     let svc_slot = slot.clone();
-    let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+    let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| -> Answer {
         let busy = Busy::new(svc_slot.clone());
         let app = app.clone();
-        async move {
+        Box::pin(async move {
             let resp = app.oneshot(req.map(Body::new)).await;
             // Busy until hyper has written and dropped the answer's body.
             Ok::<_, Infallible>(resp.unwrap_or_else(|e| match e {}).map(|b| {
@@ -256,19 +256,22 @@ async fn connection(
                     f
                 }))
             }))
-        }
+        })
     });
-    let conn = http.serve_connection(TokioIo::new(stream), svc);
-    tokio::pin!(conn);
+    let mut conn = http.serve_connection(TokioIo::new(stream), svc);
     let mut stopping = *stop.borrow();
     if stopping {
-        conn.as_mut().graceful_shutdown();
+        Pin::new(&mut conn).graceful_shutdown();
     }
     loop {
         tokio::select! {
-            r = conn.as_mut() => {
-                if let Err(e) = r {
-                    tracing::debug!("connection ended: {e}");
+            r = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => {
+                match r {
+                    // Done after an answer: close the way `refuse` does, so that a request body
+                    // still arriving (after an early 413, say) does not turn the close into a
+                    // reset that destroys the answer before the client read it.
+                    Ok(()) => linger(conn.into_parts().io.into_inner().into_inner()).await,
+                    Err(e) => tracing::debug!("connection ended: {e}"),
                 }
                 return;
             }
@@ -280,7 +283,7 @@ async fn connection(
                     return;
                 }
                 // Finish the request in progress, then close.
-                conn.as_mut().graceful_shutdown();
+                Pin::new(&mut conn).graceful_shutdown();
             }
         }
     }
@@ -298,6 +301,10 @@ pub struct WriteStall<T> {
 impl<T> WriteStall<T> {
     pub fn new(inner: T, limit: Duration) -> Self {
         WriteStall { inner, limit, stalled_since: None }
+    }
+
+    pub fn into_inner(self) -> T {
+        self.inner
     }
 
     fn watch<R>(&mut self, cx: &mut Context<'_>, r: Poll<std::io::Result<R>>) -> Poll<std::io::Result<R>> {
@@ -348,6 +355,10 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for WriteStall<T> {
     }
 }
 
+/// What the per-connection service returns: boxed, so the connection is `Unpin` and can be taken
+/// apart when it ends (`into_parts`).
+type Answer = Pin<Box<dyn Future<Output = std::result::Result<axum::response::Response, Infallible>> + Send>>;
+
 /// The body of the 503 sent when every connection is busy.
 fn refusal() -> Vec<u8> {
     let body = serde_json::json!({"error": {
@@ -371,13 +382,19 @@ async fn refuse(mut stream: TcpStream) {
     if !matches!(tokio::time::timeout(t, stream.write_all(&refusal())).await, Ok(Ok(()))) {
         return;
     }
+    linger(stream).await;
+}
+
+/// Half-close, then read and discard what the client still sends (for at most 2 s, 4 MiB): a
+/// close with unread data is a reset, which can reach the client before it read our answer.
+async fn linger(mut stream: TcpStream) {
     let _ = stream.shutdown().await;
-    let mut buf = [0u8; 4096];
-    let _ = tokio::time::timeout(t, async {
+    let mut buf = [0u8; 8192];
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
         let mut total = 0usize;
         while let Ok(n) = stream.read(&mut buf).await {
             total += n;
-            if n == 0 || total > 64 * 1024 {
+            if n == 0 || total > 4 << 20 {
                 break;
             }
         }
