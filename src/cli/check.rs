@@ -197,7 +197,7 @@ fn check_one(name: &str, resolved: Result<ResolvedModel, String>, device: Device
             let v = source::verify::verify_snapshot(r.repo_id.as_deref().unwrap_or(&r.name), &r.dir);
             let detail = match (v.mismatches.first(), v.errors.first()) {
                 (Some(m), _) => format!(
-                    "{} corrupt: {} ({} is {}, the name says {}); repair: embedrank pull --verify",
+                    "{} corrupt file(s), e.g. {}: {} is {}, the blob's name says {}",
                     v.mismatches.len(),
                     m.files.join(", "),
                     m.algorithm.as_str(),
@@ -209,7 +209,7 @@ fn check_one(name: &str, resolved: Result<ResolvedModel, String>, device: Device
             };
             c.probes.push(Probe { name: "blob integrity", passed: v.ok(), detail: detail.clone() });
             if !v.ok() {
-                return Err(detail);
+                return Err(format!("cached files do not match their hashes; repair: embedrank pull --verify {name}"));
             }
         }
         let spec = ModelSpec::load(&r, &SpecOverrides::default()).map_err(|e| e.to_string())?;

@@ -129,7 +129,8 @@ pub struct ServeConfig {
     #[serde(default)]
     pub cache_dirs: Vec<PathBuf>,
     /// Connection limits (see [`ConnLimits`]): a request head must arrive within `header_timeout`
-    /// (also the idle keep-alive time), its body within `body_timeout`.
+    /// (also the idle keep-alive time), its body within `body_timeout` (which also bounds a write
+    /// of the answer that makes no progress).
     #[serde(default = "default_header_timeout")]
     pub header_timeout: String,
     #[serde(default = "default_body_timeout")]
