@@ -34,6 +34,10 @@ pub enum Error {
     #[error("invalid input: {0}")]
     InvalidInput(String),
 
+    /// A revision (`org/name@REV`) that cannot be a branch, tag or commit, or would leave the cache.
+    #[error("bad revision `{revision}` in `{reference}`: {reason}")]
+    InvalidRevision { reference: String, revision: String, reason: String },
+
     #[error("input {index} has {tokens} tokens, more than the model's maximum of {max} (truncation is off)")]
     InputTooLong { index: usize, tokens: usize, max: usize },
 
@@ -98,6 +102,7 @@ impl Error {
         matches!(
             self,
             Error::InvalidInput(_)
+                | Error::InvalidRevision { .. }
                 | Error::InputTooLong { .. }
                 | Error::TextTooLong { .. }
                 | Error::PromptTooLong { .. }

@@ -170,6 +170,11 @@ fn bert_cross_encoder_matches_sentence_transformers() {
     check_scores(&got, &f32s(&case["scores"]), 1e-4, "bert cross-encoder (sigmoid)");
     let raw = e.rerank(query, &docs, &RerankOptions { raw_scores: true, ..Default::default() }).unwrap();
     check_scores(&raw, &f32s(&case["raw"]), 1e-4, "bert cross-encoder (raw)");
+    // An instruction has no place in a cross-encoder's input: an error, never silently ignored.
+    let err = e
+        .rerank(query, &docs, &RerankOptions { instruction: Some("Judge relevance".into()), ..Default::default() })
+        .unwrap_err();
+    assert!(err.to_string().contains("takes no instruction"), "{err}");
 }
 
 #[test]
@@ -181,4 +186,11 @@ fn task_override_and_wrong_task_errors() {
     let r = source::resolve(dir.to_str().unwrap(), &ResolveOptions::default()).unwrap();
     let spec = ModelSpec::load(&r, &SpecOverrides { task: Some(Task::Embed), ..Default::default() }).unwrap();
     assert_eq!(spec.task, Task::Embed);
+}
+
+/// Every test above again on the generic tensor path (the one CUDA and Metal take), which the CPU
+/// never takes by itself on x86.
+#[test]
+fn generic_tensor_path_passes_the_same_tests() {
+    rerun_on_generic_tensor_path("generic_tensor_path_passes_the_same_tests");
 }

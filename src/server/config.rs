@@ -128,6 +128,22 @@ pub struct ServeConfig {
     /// Extra hub cache roots searched first.
     #[serde(default)]
     pub cache_dirs: Vec<PathBuf>,
+    /// Connection limits (see [`ConnLimits`]): a request head must arrive within `header_timeout`
+    /// (also the idle keep-alive time), its body within `body_timeout` (which also bounds a write
+    /// of the answer that makes no progress).
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout: String,
+    #[serde(default = "default_body_timeout")]
+    pub body_timeout: String,
+    /// Open connections at most; above it idle ones are closed, else new ones get 503.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// How long SIGTERM/SIGINT waits for in-flight requests before dropping their connections.
+    #[serde(default = "default_shutdown_timeout")]
+    pub shutdown_timeout: String,
+    /// Accept POST bodies with any Content-Type (default: JSON only, 415 otherwise).
+    #[serde(default)]
+    pub allow_any_content_type: bool,
 }
 
 fn default_host() -> String {
@@ -144,6 +160,18 @@ fn default_timeout() -> String {
 }
 fn default_max_queue() -> usize {
     256
+}
+fn default_header_timeout() -> String {
+    "10s".into()
+}
+fn default_body_timeout() -> String {
+    "30s".into()
+}
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_shutdown_timeout() -> String {
+    "30s".into()
 }
 /// 1Mi estimated tokens. Estimates are byte counts (2 to 4 times the real tokens of English) until
 /// a request is tokenized, then its real count: 4 MiB of token ids, and at most about a minute of
@@ -180,6 +208,11 @@ impl Default for ServeConfig {
             keep_alive: None,
             max_batch_tokens: None,
             cache_dirs: Vec::new(),
+            header_timeout: default_header_timeout(),
+            body_timeout: default_body_timeout(),
+            max_connections: default_max_connections(),
+            shutdown_timeout: default_shutdown_timeout(),
+            allow_any_content_type: false,
         }
     }
 }
@@ -212,6 +245,16 @@ pub struct Limits {
     pub payload_limit: usize,
     pub request_timeout: Duration,
     pub memory_budget: Option<u64>,
+}
+
+/// Checked connection settings (`conn_limits`).
+#[derive(Debug, Clone)]
+pub struct ConnLimits {
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub max_connections: usize,
+    pub shutdown_timeout: Duration,
+    pub allow_any_content_type: bool,
 }
 
 impl ServeConfig {
@@ -262,6 +305,27 @@ impl ServeConfig {
             payload_limit: parse_size(&self.payload_limit)? as usize,
             request_timeout,
             memory_budget: self.memory_budget.as_deref().map(parse_size).transpose()?,
+        })
+    }
+
+    /// The checked connection settings.
+    pub fn conn_limits(&self) -> Result<ConnLimits> {
+        let positive = |name: &str, v: &str| -> Result<Duration> {
+            let d = parse_duration(v)?;
+            if d.is_zero() {
+                return Err(Error::InvalidInput(format!("{name} must be more than 0")));
+            }
+            Ok(d)
+        };
+        if self.max_connections == 0 {
+            return Err(Error::InvalidInput("max_connections must be at least 1".into()));
+        }
+        Ok(ConnLimits {
+            header_timeout: positive("header_timeout", &self.header_timeout)?,
+            body_timeout: positive("body_timeout", &self.body_timeout)?,
+            max_connections: self.max_connections,
+            shutdown_timeout: parse_duration(&self.shutdown_timeout)?,
+            allow_any_content_type: self.allow_any_content_type,
         })
     }
 
