@@ -1,8 +1,10 @@
 //! Dynamic batching: one worker OS thread per loaded model, fed by a bounded queue.
 //!
-//! Each step the worker takes every waiting request into its active set, gives each one an equal
-//! share of the padded-token budget (so a 10 000-text request cannot starve a one-text request that
-//! arrives after it), sorts the chosen inputs by length into forward passes under the budget, and
+//! Each step the worker takes every waiting request into its active set and picks one pass's worth
+//! of inputs (the padded-token budget): the oldest request first (so none starves), then the ones
+//! with the fewest tokens left (so a one-text request overtakes a 10 000-text one between its
+//! passes), each at most an equal share of the budget; it sorts the chosen inputs by length into
+//! forward passes under the budget, and
 //! answers a request as soon as all its inputs are done. Requests whose client went away are dropped
 //! before their next forward pass. The engine is synchronous and CPU-bound, so it never runs on
 //! the async runtime.
@@ -81,6 +83,12 @@ impl Shared {
         self.inbox.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
+
+/// Default padded tokens per forward pass when serving on the CPU (unless `max_batch_tokens` is
+/// set): a pass then takes tens of milliseconds, not seconds, so a short request waits at most
+/// about one such pass behind a long one; CPU throughput does not grow past about this size
+/// (docs/models.md, docs/bench.md).
+pub const SERVE_CPU_MAX_BATCH_TOKENS: usize = 1024;
 
 /// How much work one model admits at once.
 #[derive(Debug, Clone, Copy)]
@@ -238,6 +246,8 @@ struct Active {
     next: usize,
     done: usize,
     started: bool,
+    /// Tokens of the inputs not yet picked.
+    left: usize,
     vectors: Vec<Vec<f32>>,
     scores: Vec<f32>,
     failed: Option<ApiError>,
@@ -266,12 +276,14 @@ impl Worker {
                     let mut order: Vec<usize> = (0..job.toks.len()).collect();
                     order.sort_by(|&a, &b| job.toks[b].len().cmp(&job.toks[a].len()).then(a.cmp(&b)));
                     let n = job.toks.len();
+                    let left = job.toks.iter().map(|t| t.len().max(1)).sum();
                     Active {
                         job,
                         order,
                         next: 0,
                         done: 0,
                         started: false,
+                        left,
                         vectors: vec![Vec::new(); n],
                         scores: vec![0.0; n],
                         failed: None,
@@ -324,21 +336,31 @@ impl Worker {
     fn step(&self, active: &mut [Active]) {
         let budget = self.engine.max_batch_tokens;
         let share = (budget / active.len()).max(1);
+        // One pass's worth per step, so requests that arrive meanwhile join at the next pass. The
+        // oldest request goes first (none starves); then the fewest tokens left first, so a short
+        // request overtakes a long one between its passes. Each takes at most its equal share.
+        let oldest = (0..active.len()).min_by_key(|&i| active[i].job.enqueued).unwrap_or(0);
+        let mut turn: Vec<usize> = (0..active.len()).collect();
+        turn.sort_by_key(|&i| (i != oldest, active[i].left, active[i].job.enqueued));
         // key → (job index, row index)
         let mut picks: BTreeMap<usize, Vec<(usize, usize)>> = BTreeMap::new();
-        for (ji, a) in active.iter_mut().enumerate() {
-            if !a.started {
-                a.started = true;
-                self.metrics.observe_time(Hist::QueueSeconds, &self.model, a.job.enqueued.elapsed());
-            }
+        let mut total = 0;
+        for ji in turn {
+            let a = &mut active[ji];
             let mut used = 0;
             while a.next < a.order.len() {
                 let r = a.order[a.next];
                 let len = a.job.toks[r].len().max(1);
-                if used > 0 && used + len > share {
+                if (used > 0 && used + len > share) || (total > 0 && total + len > budget) {
                     break;
                 }
+                if !a.started {
+                    a.started = true;
+                    self.metrics.observe_time(Hist::QueueSeconds, &self.model, a.job.enqueued.elapsed());
+                }
                 used += len;
+                total += len;
+                a.left -= len;
                 picks.entry(a.job.work.key()).or_default().push((ji, r));
                 a.next += 1;
             }

@@ -102,6 +102,10 @@ impl Registry {
             if let Some(d) = dtype {
                 d.apply(&mut opts);
             }
+            // Serving on the CPU: short passes, so short requests are not stuck behind long ones.
+            if opts.max_batch_tokens.is_none() && matches!(opts.device, DeviceChoice::Cpu) {
+                opts.max_batch_tokens = Some(super::batcher::SERVE_CPU_MAX_BATCH_TOKENS);
+            }
             let size = spec.weight_bytes();
             for n in std::iter::once(&m.id).chain(&m.alias) {
                 names.insert(n.clone(), i);
