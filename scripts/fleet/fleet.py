@@ -162,6 +162,10 @@ class Stats:
         self.errors = {k: 0 for k in self.KINDS}
         self.lat = []
         self.notes = []
+        # (start, seconds, ok) of every request, and the fault's [start, end] (monotonic clock),
+        # for latency before / during / after the fault.
+        self.events = []
+        self.fault = None
 
     def error_count(self):
         return sum(self.errors.values())
@@ -210,12 +214,15 @@ class Load:
                     retry_after = r.headers.get("Retry-After")
             except asyncio.TimeoutError:
                 st.errors["timeout"] += 1
+                st.events.append((t0, time.monotonic() - t0, False))
                 continue
             except (aiohttp.ClientError, ValueError):
                 st.errors["conn"] += 1
+                st.events.append((t0, time.monotonic() - t0, False))
                 await asyncio.sleep(0.05)
                 continue
             dt = time.monotonic() - t0
+            st.events.append((t0, dt, code == 200))
             if code == 200:
                 st.ok += 1
                 st.lat.append(dt)
@@ -291,18 +298,39 @@ async def main():
                 r.rss_start = r.rss_mib()
             rss_first = {r.i: (r.proc.pid, r.rss_start) for r in replicas}
 
+            async def big_request(r):
+                """A long request straight to replica r: in flight when the SIGTERM lands."""
+                texts = [" ".join(TEXTS) for _ in range(48)]
+                async with session.post(r.url + "/v1/embeddings", json={"model": EMBED_MODEL, "input": texts},
+                                        timeout=aiohttp.ClientTimeout(total=120)) as resp:
+                    body = await resp.json(content_type=None)
+                    return resp.status, len(body.get("data", [])) if isinstance(body, dict) else 0
+
             async def restart(r, st, sig, label):
                 await asyncio.sleep(3)
+                inflight = None
+                if sig == signal.SIGTERM:
+                    inflight = asyncio.create_task(big_request(r))
+                    await asyncio.sleep(0.3)
                 t0 = time.monotonic()
+                st.fault = [t0, None]
                 r.proc.send_signal(sig)
                 code = await asyncio.get_running_loop().run_in_executor(None, r.proc.wait)
                 st.notes.append(f"r{r.i} {label}: exit {code} after {time.monotonic() - t0:.1f}s")
+                if inflight is not None:
+                    try:
+                        status, n = await inflight
+                    except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+                        status, n = type(e).__name__, 0
+                    st.drained = status == 200 and n == 48
+                    st.notes.append(f"48-text request in flight at SIGTERM: {status}, {n} vectors")
                 if sig == signal.SIGKILL:
                     await asyncio.sleep(2)  # the node/pod is gone for a moment
                 r.start()
                 ready = await r.wait_ready(session)
                 up = await wait_lb_up(args.work, [f"r{r.i}"])
                 st.notes.append(f"back: ready {ready:.1f}s, LB UP +{up:.1f}s")
+                st.fault[1] = time.monotonic()
                 r.rss_start = r.rss_mib()
 
             async def sigterm(st):
@@ -315,6 +343,7 @@ async def main():
                 await asyncio.sleep(3)
                 subprocess.run(["ip", "-n", "erfl3", "link", "set", "eth0", "down"], check=True)
                 t0 = time.monotonic()
+                st.fault = [t0, None]
                 while haproxy_status(args.work).get("r3", "").startswith("UP") and time.monotonic() - t0 < 30:
                     await asyncio.sleep(0.1)
                 st.notes.append(f"r3 link down: LB marks DOWN after {time.monotonic() - t0:.1f}s")
@@ -322,6 +351,7 @@ async def main():
                 subprocess.run(["ip", "-n", "erfl3", "link", "set", "eth0", "up"], check=True)
                 up = await wait_lb_up(args.work, ["r3"])
                 st.notes.append(f"link up: LB UP after {up:.1f}s")
+                st.fault[1] = time.monotonic()
 
             phases = []
             p = args.phase_s
@@ -363,6 +393,18 @@ async def main():
     print("columns: 429/503/504 HTTP status; conn: connection error; tmo: client timeout "
           f"({args.client_timeout:.0f}s); oth: other status; wrong: 200 with an answer off the reference; "
           "noRA: 429/503 without Retry-After; LBrt: requests HAProxy retried or redispatched to another replica")
+    print("\nlatency around each fault (requests by start time: before the fault, from the fault until the "
+          "replica is back in the LB, after)")
+    print(f"{'phase':<14} {'before n/err p50/p99 ms':>26} {'during n/err p50/p99 ms':>26} {'after n/err p50/p99 ms':>26}")
+    for st in phases:
+        if not st.fault or st.fault[1] is None:
+            continue
+        cells = []
+        for lo, hi in [(float("-inf"), st.fault[0]), (st.fault[0], st.fault[1]), (st.fault[1], float("inf"))]:
+            ev = [e for e in st.events if lo <= e[0] < hi]
+            lat = [e[1] for e in ev if e[2]]
+            cells.append(f"{len(ev)}/{sum(1 for e in ev if not e[2])} {pct(lat, 50) * 1000:.0f}/{pct(lat, 99) * 1000:.0f}")
+        print(f"{st.name:<14} {cells[0]:>26} {cells[1]:>26} {cells[2]:>26}")
     print("\nreplica  pid@start  RSS after warm-up MiB  pid@end  RSS at end MiB  (a restarted replica is a new process)")
     for r in replicas:
         p0, m0 = rss_first[r.i]
@@ -375,6 +417,8 @@ async def main():
     checks.append(("no wrong answers in any phase", all(st.wrong == 0 for st in phases)))
     checks.append(("baseline: every request ok", by["baseline"].error_count() == 0))
     checks.append(("SIGTERM: drained, no request lost", by["sigterm-r1"].error_count() == 0))
+    checks.append(("SIGTERM: the request in flight on the replica finished (200, all vectors)",
+                   getattr(by["sigterm-r1"], "drained", False)))
     checks.append((f"SIGKILL: errors <= in flight on the killed replica (<= {args.conc})",
                    by["sigkill-r2"].error_count() <= args.conc))
     checks.append((f"net cut: errors <= in flight on the cut replica (<= {args.conc})",
