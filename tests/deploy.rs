@@ -308,9 +308,10 @@ fn the_configmap_config_serves_the_probed_paths() {
         .iter()
         .map(|p| c[*p]["httpGet"]["path"].as_str().expect("probe path").to_string())
         .collect();
-    // preload = true: /ready is 503 until the model is loaded; wait for it (no timing asserted).
+    // preload = true: /ready is 503 until the model is loaded; wait for it (no timing asserted:
+    // the cap of 10 minutes only keeps a broken server from hanging CI).
     let mut ready = 0;
-    for _ in 0..600 {
+    for _ in 0..3000 {
         ready = get(&format!("{base}/ready")).0;
         if ready == 200 {
             break;
