@@ -4,8 +4,9 @@ checkpoint (a random-weight Qwen3-Embedding shape from make_qwen3_shapes.py), sa
 batch size, same GPU, same run. Prints real tokens/s, texts/s, single-query latency, MFU (useful FLOPs,
 same formula as embedrank's bench::flops, over 989 TFLOP/s) and embedrank's speed over the peer.
 
-It first checks that both runners compute the same thing: the first 32 documents embedded by
-`embedrank embed` and by sentence-transformers, minimum cosine printed (bf16 on both sides).
+It first checks that both runners compute the same thing: every document it times, embedded by
+`embedrank embed` and by sentence-transformers (bf16 on both sides); min / mean / 1st-percentile cosine
+and the count under 0.999 are printed, and the run fails (exit 3) when the minimum is under 0.999.
 
 usage (on the GPU machine; see bench/gpu_run.sh):
   python3 bench/gpu_peers.py --model-dir DIR --input corpus.jsonl --embedrank /path/to/embedrank
@@ -86,13 +87,17 @@ def main():
     flops = useful_flops(cfg, lengths)
     bs = a.batch_size
 
+    check = None
     if "check" not in a.skip and "embedrank" not in a.skip:
-        ref = st.encode(docs[:32], batch_size=bs).astype(np.float64)
-        mine = embedrank_vectors(a.embedrank, a.model_dir, docs[:32], env).astype(np.float64)
+        ref = st.encode(docs, batch_size=bs).astype(np.float64)
+        mine = embedrank_vectors(a.embedrank, a.model_dir, docs, env).astype(np.float64)
         # Both normalized here in f64: ST's own Normalize runs in bf16, so its norms are not exactly 1.
         cos = (ref * mine).sum(1) / np.linalg.norm(ref, axis=1) / np.linalg.norm(mine, axis=1)
-        print(f"check: embedrank vs sentence-transformers (bf16, 32 documents): min cosine {cos.min():.5f}, "
-              f"mean {cos.mean():.5f}", flush=True)
+        check = {"documents": len(docs), "min_cosine": float(cos.min()), "mean_cosine": float(cos.mean()),
+                 "p1_cosine": float(np.percentile(cos, 1)), "under_0_999": int((cos < 0.999).sum())}
+        print(f"check: embedrank vs sentence-transformers {st_version} (bf16, every one of {len(docs)} timed "
+              f"documents): min cosine {cos.min():.5f}, mean {cos.mean():.5f}, 1st percentile "
+              f"{np.percentile(cos, 1):.5f}, {check['under_0_999']} under 0.999", flush=True)
 
     if "embedrank" not in a.skip:
         args = ["--model", a.model_dir, "--device", "cuda", "--dtype", "bf16", "--input", a.input,
@@ -130,8 +135,14 @@ def main():
         if r.get("mfu") is not None:
             print(f"{r['name']}: {r['achieved_tflops']:.1f} TFLOP/s useful, MFU {100 * r['mfu']:.1f}% of {PEAK_TFLOPS:.0f}")
     if a.json:
+        import transformers
         with open(a.json, "w") as f:
-            json.dump({"gpu": gpu, "torch": torch.__version__, "time": time.time(), "results": rows}, f, indent=1)
+            json.dump({"gpu": gpu, "torch": torch.__version__, "transformers": transformers.__version__,
+                       "sentence_transformers": st_version, "config_keys": sorted(cfg), "check": check,
+                       "time": time.time(), "results": rows}, f, indent=1)
+    if check is not None and check["min_cosine"] < 0.999:
+        print(f"FAIL: embedrank and sentence-transformers disagree (min cosine {check['min_cosine']:.5f} < 0.999)")
+        sys.exit(3)
 
 
 if __name__ == "__main__":

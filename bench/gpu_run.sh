@@ -53,7 +53,18 @@ run() {
     local t0=$SECONDS
     # Seeded: a checkpoint made earlier on this machine is the same bytes (.complete marks a whole one).
     if [[ ! -f "$dir/.complete" ]]; then
-      python3 "$ROOT/bench/make_qwen3_shapes.py" --shape "$shape" --out "$dir" --tokenizer-dir "$CARRY/tokenizer"
+      python3 "$ROOT/bench/make_qwen3_shapes.py" --shape "$shape" --out "$dir.written" --tokenizer-dir "$CARRY/tokenizer"
+      # Saved again by this machine's transformers / sentence-transformers, as a user's fine-tune would be
+      # (transformers 5 writes rope_parameters, dtype, layer_types): the format embedrank must read.
+      python3 - "$dir.written" "$dir" <<'PY'
+import sys, torch, transformers, sentence_transformers
+from sentence_transformers import SentenceTransformer
+m = SentenceTransformer(sys.argv[1], device="cpu", model_kwargs={"dtype": torch.bfloat16})
+m.save(sys.argv[2])
+print(f"re-saved by transformers {transformers.__version__}, sentence-transformers {sentence_transformers.__version__}")
+PY
+      rm -rf "$dir.written"
+      python3 -c 'import json,sys; c=json.load(open(sys.argv[1])); print("saved config.json keys:", ", ".join(sorted(c)))' "$dir/config.json"
       touch "$dir/.complete"
     fi
     echo "checkpoint $shape ready in $((SECONDS - t0)) s"

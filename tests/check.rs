@@ -109,8 +109,116 @@ fn check_runs_reranker_probes() {
     assert_eq!(names, ["shape", "ranking"]);
     assert_eq!(probes[0]["passed"], true, "3 finite scores");
     let ranked = probes[1]["passed"].as_bool().unwrap();
+    // Random weights separate the documents by hundredths of a logit: never a pass.
+    assert!(!ranked, "a random-weight reranker passed the ranking probe: {}", probes[1]);
     assert_eq!(m["passed"], ranked);
     assert_eq!(out.status.code(), Some(if ranked { 0 } else { 1 }));
     assert!(m["latency_ms"].as_f64().is_some_and(|x| x > 0.0));
     assert!(m["throughput_per_s"].as_f64().is_some_and(|x| x > 0.0));
+}
+
+/// A copy of a tiny model with its config.json edited.
+fn edited_copy(name: &str, edit: impl FnOnce(&mut Value)) -> tempfile::TempDir {
+    let src = common::tiny_dir().join(name);
+    let tmp = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(&src).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            std::fs::copy(e.path(), tmp.path().join(e.file_name())).unwrap();
+        } else {
+            let d = tmp.path().join(e.file_name());
+            std::fs::create_dir_all(&d).unwrap();
+            for f in std::fs::read_dir(e.path()).unwrap() {
+                let f = f.unwrap();
+                std::fs::copy(f.path(), d.join(f.file_name())).unwrap();
+            }
+        }
+    }
+    let p = tmp.path().join("config.json");
+    let mut cfg: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    edit(&mut cfg);
+    std::fs::write(&p, serde_json::to_string_pretty(&cfg).unwrap()).unwrap();
+    tmp
+}
+
+#[test]
+fn check_lists_unknown_config_keys_and_the_rope_it_read() {
+    let hub = common::test_hub();
+    let d = edited_copy("tiny-Qwen3-Reranker", |c| {
+        c["fancy_new_norm"] = Value::Bool(true);
+        c.as_object_mut().unwrap().remove("rope_theta");
+        c["rope_parameters"] = serde_json::json!({"rope_type": "yarn", "factor": 4.0, "rope_theta": 1000000.0,
+                                                   "original_max_position_embeddings": 16});
+    });
+    let out = bin(&hub).args(["check", "--json"]).arg(d.path()).output().unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let m = &v["models"][0];
+    assert_eq!(m["unknown_config_keys"], serde_json::json!(["fancy_new_norm"]), "{m}");
+    assert!(m["rope"].as_str().unwrap().contains("yarn ×4"), "{m}");
+    assert!(m["rope"].as_str().unwrap().contains("theta 1000000"), "{m}");
+    // The table says it too.
+    let out = bin(&hub).arg("check").arg(d.path()).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("fancy_new_norm"), "{text}");
+}
+
+#[test]
+fn rope_types_we_do_not_implement_fail_by_name() {
+    let hub = common::test_hub();
+    for (rope, want) in [
+        (serde_json::json!({"rope_type": "longrope", "rope_theta": 1e6}), "longrope"),
+        (serde_json::json!({"rope_type": "su", "rope_theta": 1e6}), "`su`"),
+        (serde_json::json!({"rope_type": "yarn", "factor": 4.0, "mrope_section": [1, 2]}), "mrope_section"),
+    ] {
+        let d = edited_copy("tiny-qwen3-embedding", |c| c["rope_parameters"] = rope.clone());
+        let out = bin(&hub).args(["embed", "-m"]).arg(d.path()).arg("hello").output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_ne!(out.status.code(), Some(0), "{rope} loaded");
+        assert!(err.contains(want) && err.contains("rope"), "{rope}: {err}");
+    }
+}
+
+#[test]
+fn check_backends_prints_agreement_of_every_path() {
+    let hub = common::test_hub();
+    let out = bin(&hub).args(["check", "--backends", "--json", common::MINILM]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let rows = v["models"][0]["results"].as_array().unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r["backend"].as_str().unwrap()).collect();
+    assert!(names.contains(&"cpu generic tensor path") && names.contains(&"cpu --dtype int8"), "{names:?}");
+    for r in &rows[1..] {
+        assert_eq!(r["ran"], true, "{r}");
+        assert!(r["min_cosine"].as_f64().unwrap() >= 0.999, "{r}");
+    }
+    // A reranker: scores and ranking compared; the table form.
+    let out = bin(&hub)
+        .args(["check", "--backends"])
+        .arg(common::tiny_dir().join("tiny-bert-cross-encoder"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("cpu generic tensor path") && text.contains("same") && text.contains("PASS"), "{text}");
+    // An MLX 4-bit model: each quantized kernel's SIMD level against the float-activation reference.
+    let q = tempfile::tempdir().unwrap();
+    let out = bin(&hub)
+        .arg("convert")
+        .arg(common::tiny_dir().join("tiny-qwen3-embedding"))
+        .args(["--bits", "4", "--group-size", "32", "-q", "--force", "--out"])
+        .arg(q.path().join("q4"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = bin(&hub).args(["check", "--backends", "--json"]).arg(q.path().join("q4")).output().unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(out.status.code(), Some(0), "{v}");
+    let rows = v["models"][0]["results"].as_array().unwrap();
+    assert!(
+        rows.iter().any(|r| r["backend"] == "cpu quantized kernel scalar" && r["min_cosine"].as_f64() >= Some(0.9999)),
+        "{v}"
+    );
+    // A model that cannot load fails the run.
+    let out = bin(&hub).args(["check", "--backends", "no-such/model"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
 }

@@ -106,3 +106,10 @@ fn minilm_int8_stays_within_0_999_of_sentence_transformers() {
     );
     assert!(DtypeChoice::parse("int4").is_err());
 }
+
+/// Every test above again on the generic tensor path (the one CUDA and Metal take), which the CPU
+/// never takes by itself on x86.
+#[test]
+fn generic_tensor_path_passes_the_same_tests() {
+    rerun_on_generic_tensor_path("generic_tensor_path_passes_the_same_tests");
+}

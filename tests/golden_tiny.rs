@@ -182,3 +182,10 @@ fn task_override_and_wrong_task_errors() {
     let spec = ModelSpec::load(&r, &SpecOverrides { task: Some(Task::Embed), ..Default::default() }).unwrap();
     assert_eq!(spec.task, Task::Embed);
 }
+
+/// Every test above again on the generic tensor path (the one CUDA and Metal take), which the CPU
+/// never takes by itself on x86.
+#[test]
+fn generic_tensor_path_passes_the_same_tests() {
+    rerun_on_generic_tensor_path("generic_tensor_path_passes_the_same_tests");
+}

@@ -32,6 +32,7 @@ fn opts(hub: &FakeHub, root: &Path) -> PullOptions {
         offline: false,
         endpoint: hub.url.clone(),
         token: None,
+        verify: false,
     }
 }
 
@@ -417,4 +418,125 @@ fn transfer_errors_are_retried_with_resume() {
     let want = format!("bytes={}-", 7 << 20);
     assert!(hub.log().iter().any(|l| l.range.as_deref() == Some(want.as_str())));
     assert_layout(tmp.path(), &repo);
+}
+
+/// Flip one byte in the middle of a file, keeping its size (what a size check cannot see).
+fn flip_byte(path: &Path) {
+    let mut data = std::fs::read(path).unwrap();
+    let mid = data.len() / 2;
+    data[mid] ^= 0x01;
+    std::fs::write(path, data).unwrap();
+}
+
+fn status_verify(root: &Path, wanted: &Path) -> (Option<i32>, serde_json::Value) {
+    let out = bin()
+        .args(["status", "--verify", "--json", "--wanted"])
+        .arg(wanted)
+        .arg("--cache-dir")
+        .arg(root)
+        .env("HF_HUB_CACHE", root.join("unused"))
+        .output()
+        .unwrap();
+    (out.status.code(), serde_json::from_slice(&out.stdout).expect("status json"))
+}
+
+#[test]
+fn verify_finds_and_pull_verify_repairs_same_size_corruption() {
+    let (hub, repo) = hub_with_minilm();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut o = opts(&hub, tmp.path());
+    pull(&ModelRef::parse(REPO).unwrap(), &o).expect("pull");
+    let blobs = repo_dir(tmp.path()).join("blobs");
+    let weights = weights_etag(&repo);
+    // config.json is a small git file: its blob is named by its git blob sha1.
+    let config = repo.files.iter().find(|f| f.path == "config.json").unwrap().etag.clone();
+    assert_eq!(config.len(), 40);
+    flip_byte(&blobs.join(&weights));
+    flip_byte(&blobs.join(&config));
+    let wanted = tmp.path().join("wanted.toml");
+    std::fs::write(&wanted, format!("[[model]]\nrepo = \"{REPO}\"\n")).unwrap();
+
+    // Without --verify nothing notices: sizes and headers still check out.
+    let inv = inventory::scan(&CacheRoots::new(vec![tmp.path().to_path_buf()]));
+    assert!(inv.repos[0].complete);
+    let r = pull(&ModelRef::parse(REPO).unwrap(), &o).expect("plain pull");
+    assert!(r.files.iter().all(|f| f.outcome == Outcome::Cached));
+
+    // status --verify names both blobs, calls the wanted entry broken, exits 1.
+    let (code, v) = status_verify(tmp.path(), &wanted);
+    assert_eq!(code, Some(1), "{v}");
+    let bad: Vec<&str> =
+        v["verify"]["mismatches"].as_array().unwrap().iter().map(|m| m["expected"].as_str().unwrap()).collect();
+    assert_eq!(bad.len(), 2, "{v}");
+    assert!(bad.contains(&weights.as_str()) && bad.contains(&config.as_str()), "{bad:?}");
+    let algos: Vec<&str> =
+        v["verify"]["mismatches"].as_array().unwrap().iter().map(|m| m["algorithm"].as_str().unwrap()).collect();
+    assert!(algos.contains(&"sha256") && algos.contains(&"git-sha1"), "{algos:?}");
+    assert_eq!(v["wanted"]["entries"][0]["state"], "broken", "{v}");
+    assert!(v["wanted"]["entries"][0]["fix"].as_str().unwrap().starts_with("embedrank pull --verify "), "{v}");
+    assert!(v["verify"]["checked"].as_u64().unwrap() >= 10, "{v}");
+
+    // check --verify fails the model without loading it.
+    let out = bin().args(["check", "--verify", REPO, "--cache-dir"]).arg(tmp.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("corrupt") && text.contains("FAIL"), "{text}");
+
+    // Offline, pull --verify can only report.
+    o.offline = true;
+    o.verify = true;
+    let err = pull(&ModelRef::parse(REPO).unwrap(), &o).expect_err("corrupt copy offline");
+    assert!(matches!(err, Error::Offline { .. }) && err.to_string().contains("corrupt"), "{err}");
+
+    // Online, pull --verify fetches exactly the two corrupt blobs again.
+    o.offline = false;
+    hub.clear_log();
+    let r = pull(&ModelRef::parse(REPO).unwrap(), &o).expect("repairing pull");
+    let mut repaired: Vec<&str> =
+        r.files.iter().filter(|f| f.outcome == Outcome::Repaired).map(|f| f.path.as_str()).collect();
+    repaired.sort();
+    assert_eq!(repaired, ["config.json", "model.safetensors"]);
+    assert!(r.files.iter().all(|f| matches!(f.outcome, Outcome::Repaired | Outcome::Cached)));
+    assert_eq!(sha256_file(&blobs.join(&weights)).unwrap(), weights);
+    assert_layout(tmp.path(), &repo);
+    let (code, v) = status_verify(tmp.path(), &wanted);
+    assert_eq!(code, Some(0), "{v}");
+    assert!(v["verify"]["mismatches"].as_array().unwrap().is_empty());
+
+    // The CLI flag says so too.
+    flip_byte(&blobs.join(&config));
+    let out = bin()
+        .args(["pull", REPO, "--verify", "--json", "--cache-dir"])
+        .arg(tmp.path())
+        .env("HF_ENDPOINT", &hub.url)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let c = v["files"].as_array().unwrap().iter().find(|f| f["path"] == "config.json").unwrap().clone();
+    assert_eq!(c["outcome"], "repaired");
+}
+
+#[test]
+fn revisions_that_leave_the_cache_are_refused() {
+    let (hub, _) = hub_with_minilm();
+    let tmp = tempfile::tempdir().unwrap();
+    let outside = tmp.path().join("outside");
+    for rev in [outside.display().to_string(), "../../../outside".into(), "a\\b".into(), "main/./x".into()] {
+        let out = bin()
+            .args(["pull", &format!("{REPO}@{rev}"), "--cache-dir"])
+            .arg(tmp.path().join("cache"))
+            .env("HF_ENDPOINT", &hub.url)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{rev}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("bad revision") && err.lines().count() == 1, "{rev}: {err}");
+        assert!(!outside.exists(), "{rev}: wrote outside the cache");
+    }
+    assert!(hub.log().is_empty(), "refused before any request");
+    match ModelRef::parse(&format!("{REPO}@/etc/passwd")) {
+        Err(Error::InvalidRevision { revision, .. }) => assert_eq!(revision, "/etc/passwd"),
+        other => panic!("{other:?}"),
+    }
 }

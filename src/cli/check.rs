@@ -19,6 +19,8 @@ use embedrank::source::{self, CacheRoots, ResolveOptions, ResolvedModel};
 use embedrank::spec::{ModelSpec, SpecOverrides, Task};
 use serde::Serialize;
 
+use super::backends;
+
 #[derive(Args, Debug)]
 pub struct CheckArgs {
     /// Models (org/name[@rev] in a cache, or folders). Default: every available model of the wanted list.
@@ -35,6 +37,15 @@ pub struct CheckArgs {
     /// Print one JSON document.
     #[arg(long)]
     pub json: bool,
+    /// Run each model on every compute path this machine has (CPU default, the generic tensor path
+    /// CUDA and Metal run, --dtype int8, each quantized kernel's SIMD level, the GPU of --device) and
+    /// print how far each lands from the CPU default; exit 1 if any path disagrees.
+    #[arg(long)]
+    pub backends: bool,
+    /// First re-hash each model's cached blobs against their names (sha256 / git blob sha1); a
+    /// mismatch fails the model without loading it.
+    #[arg(long)]
+    pub verify: bool,
 }
 
 #[derive(Serialize)]
@@ -61,6 +72,10 @@ struct ModelCheck {
     tokens_per_s: Option<f64>,
     /// Peak resident memory while this model was loaded and probed (VmHWM; Linux only).
     peak_rss_bytes: Option<u64>,
+    /// Rotary settings as read (Qwen3), e.g. `rope yarn ×4 from 32768, theta 1000000`.
+    rope: Option<String>,
+    /// config.json keys neither implemented nor known to be inert: check they do not change the math.
+    unknown_config_keys: Vec<String>,
 }
 
 const PARAPHRASE: [&str; 3] = [
@@ -69,11 +84,17 @@ const PARAPHRASE: [&str; 3] = [
     "The central bank raised interest rates by half a percentage point.",
 ];
 const QUERY: &str = "What is the capital of France?";
-const DOCS: [&str; 3] = [
+const DOCS: [&str; 4] = [
     "Paris is the capital and most populous city of France.",
     "The Great Wall of China stretches for thousands of kilometres.",
     "Bananas are a good source of potassium and vitamin B6.",
+    "France's capital city, Paris, lies on the Seine.",
 ];
+/// Indexes of DOCS that answer QUERY.
+const RELEVANT: [usize; 2] = [0, 3];
+/// Raw-score (logit) margin the relevant documents must keep over the others: a trained reranker
+/// separates them by several logits, random weights by hundredths (and may order them either way).
+const RANK_MARGIN: f32 = 1.0;
 const LATENCY_RUNS: usize = 5;
 const THROUGHPUT_INPUTS: usize = 64;
 
@@ -87,18 +108,55 @@ pub fn run(a: CheckArgs) -> Result<ExitCode> {
         return Ok(ExitCode::from(1));
     }
     let tty = std::io::stderr().is_terminal() && !a.json;
+    if a.backends {
+        return run_backends(&a, targets, tty);
+    }
     let mut results = Vec::new();
     for t in targets {
         if tty {
             eprintln!("checking {} …", t.0);
         }
-        results.push(check_one(&t.0, t.1, device));
+        results.push(check_one(&t.0, t.1, device, a.verify));
     }
     let passed = results.iter().all(|r| r.passed);
     if a.json {
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "passed": passed, "models": results }))?);
     } else {
         print!("{}", table(&results));
+    }
+    Ok(if passed { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn run_backends(a: &CheckArgs, targets: Vec<(String, Result<ResolvedModel, String>)>, tty: bool) -> Result<ExitCode> {
+    let mut reports = Vec::new();
+    let mut failed = Vec::new();
+    for (name, resolved) in targets {
+        if tty {
+            eprintln!("comparing compute paths of {name} …");
+        }
+        let spec = resolved
+            .map_err(anyhow::Error::msg)
+            .and_then(|r| ModelSpec::load(&r, &SpecOverrides::default()).map_err(anyhow::Error::from));
+        match spec {
+            Ok(spec) => {
+                let src = backends::ModelSource { reference: &name, cache_dirs: &a.cache_dirs };
+                reports.push(backends::compare(&src, &spec, &a.device));
+            }
+            Err(e) => failed.push((name, e.to_string())),
+        }
+    }
+    let passed = failed.is_empty() && reports.iter().all(|r| r.passed);
+    if a.json {
+        let errors: Vec<_> = failed.iter().map(|(m, e)| serde_json::json!({"model": m, "error": e})).collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"passed": passed, "models": reports, "errors": errors}))?
+        );
+    } else {
+        print!("{}", backends::table(&reports));
+        for (m, e) in &failed {
+            println!("{m}: FAIL: {e}");
+        }
     }
     Ok(if passed { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
@@ -129,14 +187,37 @@ fn targets(a: &CheckArgs) -> Result<Vec<(String, Result<ResolvedModel, String>)>
         .collect())
 }
 
-fn check_one(name: &str, resolved: Result<ResolvedModel, String>, device: DeviceChoice) -> ModelCheck {
+fn check_one(name: &str, resolved: Result<ResolvedModel, String>, device: DeviceChoice, verify: bool) -> ModelCheck {
     let mut c = ModelCheck { model: name.to_string(), ..Default::default() };
     memory::reset_peak_rss();
     let outcome = (|| -> std::result::Result<(), String> {
         let r = resolved?;
         c.dir = Some(r.dir.clone());
+        if verify {
+            let v = source::verify::verify_snapshot(r.repo_id.as_deref().unwrap_or(&r.name), &r.dir);
+            let detail = match (v.mismatches.first(), v.errors.first()) {
+                (Some(m), _) => format!(
+                    "{} corrupt file(s), e.g. {}: {} is {}, the blob's name says {}",
+                    v.mismatches.len(),
+                    m.files.join(", "),
+                    m.algorithm.as_str(),
+                    m.actual,
+                    m.expected
+                ),
+                (None, Some(e)) => format!("unreadable: {e}"),
+                (None, None) => format!("{} files ({}) re-hashed, all match", v.checked, human_bytes(v.checked_bytes)),
+            };
+            c.probes.push(Probe { name: "blob integrity", passed: v.ok(), detail: detail.clone() });
+            if !v.ok() {
+                return Err(format!("cached files do not match their hashes; repair: embedrank pull --verify {name}"));
+            }
+        }
         let spec = ModelSpec::load(&r, &SpecOverrides::default()).map_err(|e| e.to_string())?;
         c.architecture = spec.architectures.first().cloned().or_else(|| Some(spec.arch.name().to_string()));
+        c.unknown_config_keys = spec.unknown_config_keys.clone();
+        if let embedrank::spec::Arch::Qwen3(q) = &spec.arch {
+            c.rope = Some(q.rope.describe());
+        }
         c.task = Some(match spec.task {
             Task::Embed => "embedding",
             Task::Rerank => "reranker",
@@ -244,12 +325,16 @@ fn probe_reranker(engine: &Engine, c: &mut ModelCheck) -> embedrank::Result<()> 
         passed: r.len() == docs.len() && finite,
         detail: format!("{} scores for {} documents", r.len(), docs.len()),
     });
-    let top = r.first().map(|x| x.index);
+    let raw = engine.rerank(QUERY, &docs, &RerankOptions { raw_scores: true, ..opts.clone() })?;
+    let score = |i: usize| raw.iter().find(|x| x.index == i).map_or(f32::NAN, |x| x.relevance_score);
+    let worst_relevant = RELEVANT.iter().map(|&i| score(i)).fold(f32::INFINITY, f32::min);
+    let best_other = (0..docs.len()).filter(|i| !RELEVANT.contains(i)).map(score).fold(f32::NEG_INFINITY, f32::max);
+    let margin = worst_relevant - best_other;
     c.probes.push(Probe {
         name: "ranking",
-        passed: top == Some(0),
+        passed: margin >= RANK_MARGIN,
         detail: format!(
-            "order {:?}, scores {:?}",
+            "order {:?}; relevant documents {RELEVANT:?} lead the others by {margin:.3} (raw score, want >= {RANK_MARGIN}); scores {:?}",
             r.iter().map(|x| x.index).collect::<Vec<_>>(),
             r.iter().map(|x| (x.relevance_score * 1e4).round() / 1e4).collect::<Vec<_>>()
         ),
@@ -306,6 +391,15 @@ fn table(results: &[ModelCheck]) -> String {
         o.push_str(&format!("\n{}:\n", r.model));
         if let Some(e) = &r.error {
             o.push_str(&format!("  error: {e}\n"));
+        }
+        if let Some(rope) = &r.rope {
+            o.push_str(&format!("  {rope}\n"));
+        }
+        if !r.unknown_config_keys.is_empty() {
+            o.push_str(&format!(
+                "  note config.json keys not known to this version (check they do not change the math): {}\n",
+                r.unknown_config_keys.join(", ")
+            ));
         }
         for p in &r.probes {
             o.push_str(&format!("  {} {:<10} {}\n", if p.passed { "ok  " } else { "FAIL" }, p.name, p.detail));

@@ -1,5 +1,6 @@
 //! Subcommands and the options they share.
 
+mod backends;
 mod bench;
 mod check;
 mod convert;
@@ -32,6 +33,13 @@ pub struct Cli {
     pub quiet: bool,
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// Whether this run is `embedrank serve` (a long-lived server, not a printing command).
+    pub fn is_serve(&self) -> bool {
+        matches!(self.command, Command::Serve(_))
+    }
 }
 
 #[derive(Subcommand, Debug)]

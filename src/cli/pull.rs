@@ -31,6 +31,10 @@ pub struct PullArgs {
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Re-hash cached blobs against their sha256 / git sha1 names and fetch again those that do not
+    /// match (offline: report them and fail).
+    #[arg(long)]
+    pub verify: bool,
 }
 
 pub fn run(a: PullArgs) -> Result<ExitCode> {
@@ -47,6 +51,7 @@ pub fn run(a: PullArgs) -> Result<ExitCode> {
         jobs: a.jobs,
         retries: a.retries,
         progress: !a.json && std::io::stderr().is_terminal(),
+        verify: a.verify,
         ..PullOptions::from_env(root)
     };
     let report = pull::pull(&reference, &opts)?;
@@ -56,7 +61,7 @@ pub fn run(a: PullArgs) -> Result<ExitCode> {
         let n = |o: Outcome| report.files.iter().filter(|f| f.outcome == o).count();
         let total: u64 = report.files.iter().map(|f| f.size).sum();
         println!(
-            "{}@{} ({}): {} files, {} — {} downloaded, {} resumed, {} already cached ({} transferred){}",
+            "{}@{} ({}): {} files, {} — {} downloaded, {} resumed, {} already cached{} ({} transferred){}",
             report.repo_id,
             report.revision,
             &report.commit[..report.commit.len().min(10)],
@@ -65,6 +70,11 @@ pub fn run(a: PullArgs) -> Result<ExitCode> {
             n(Outcome::Downloaded),
             n(Outcome::Resumed),
             n(Outcome::Cached),
+            match n(Outcome::Repaired) {
+                0 if a.verify => ", all verified".to_string(),
+                0 => String::new(),
+                k => format!(", {k} corrupt and repaired"),
+            },
             human_bytes(report.downloaded_bytes),
             if report.offline { " [offline]" } else { "" }
         );

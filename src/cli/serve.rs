@@ -62,6 +62,22 @@ pub struct ServeArgs {
     /// Allowed CORS origin (repeatable; `*` for any).
     #[arg(long = "cors-origin", value_name = "ORIGIN")]
     pub cors_origins: Vec<String>,
+    /// A request head must arrive within this (also the idle keep-alive time; default 10s).
+    #[arg(long)]
+    pub header_timeout: Option<String>,
+    /// A request body must arrive within this, else 408; an answer the client reads nothing of for
+    /// this long is dropped (default 30s).
+    #[arg(long)]
+    pub body_timeout: Option<String>,
+    /// Open connections at most (default 1024); past it idle ones are closed, else 503.
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+    /// On SIGTERM/SIGINT, wait this long for in-flight requests, then drop them (default 30s).
+    #[arg(long)]
+    pub shutdown_timeout: Option<String>,
+    /// Accept POST bodies of any Content-Type (default: JSON only, else 415).
+    #[arg(long)]
+    pub allow_any_content_type: bool,
 }
 
 impl ServeArgs {
@@ -107,6 +123,19 @@ impl ServeArgs {
             c.request_timeout = t;
         }
         c.cors_origins.extend(self.cors_origins);
+        if let Some(v) = self.header_timeout {
+            c.header_timeout = v;
+        }
+        if let Some(v) = self.body_timeout {
+            c.body_timeout = v;
+        }
+        if let Some(v) = self.max_connections {
+            c.max_connections = v;
+        }
+        if let Some(v) = self.shutdown_timeout {
+            c.shutdown_timeout = v;
+        }
+        c.allow_any_content_type |= self.allow_any_content_type;
         Ok(c)
     }
 }
@@ -115,11 +144,15 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
     let cfg = a.config()?;
     let rt =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
-    rt.block_on(server::serve(cfg, |addr| {
+    let r = rt.block_on(server::serve(cfg, |addr| {
         // One parseable line on stdout, so scripts (and tests using --port 0) learn the address.
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "listening on http://{addr}");
         let _ = out.flush();
-    }))?;
+    }));
+    // Work cut off at the shutdown deadline (or by a second signal) may still sit in blocking
+    // tasks; do not wait for it.
+    rt.shutdown_background();
+    r?;
     Ok(ExitCode::SUCCESS)
 }

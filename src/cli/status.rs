@@ -9,6 +9,7 @@ use anyhow::Result;
 use clap::Args;
 use embedrank::source::cache::default_hub_cache;
 use embedrank::source::inventory::{self, format_utc, human_bytes, human_count, Inventory, RepoEntry};
+use embedrank::source::verify::{self, VerifyReport};
 use embedrank::source::wanted::{self, State, WantedList, WantedStatus};
 use embedrank::source::CacheRoots;
 use serde::Serialize;
@@ -31,6 +32,10 @@ pub struct StatusArgs {
     /// A Markdown report to paste.
     #[arg(long)]
     pub markdown: bool,
+    /// Re-hash every cached blob against its name (sha256, or git blob sha1 for small files) and
+    /// report mismatches (exit 1 when there is one). Reads the whole cache.
+    #[arg(long)]
+    pub verify: bool,
 }
 
 #[derive(Serialize)]
@@ -58,6 +63,9 @@ struct JsonReport<'a> {
     repos: &'a [RepoEntry],
     wanted: JsonWanted<'a>,
     summary: Summary,
+    /// Only with --verify.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    verify: Option<&'a VerifyReport>,
 }
 
 pub fn run(a: StatusArgs) -> Result<ExitCode> {
@@ -69,7 +77,15 @@ pub fn run(a: StatusArgs) -> Result<ExitCode> {
         }
     };
     let roots = CacheRoots::from_env(&a.cache_dirs);
-    let inv = inventory::scan(&roots);
+    let mut inv = inventory::scan(&roots);
+    // Before the wanted list is evaluated: a corrupt blob makes its revisions broken.
+    let verified = a.verify.then(|| {
+        let mut report = VerifyReport::default();
+        for r in &mut inv.repos {
+            report.merge(verify::verify_repo(r));
+        }
+        report
+    });
     let default_root = default_hub_cache();
     let statuses = wanted::evaluate(&list, &inv, default_root.as_deref());
     let count = |s: State| statuses.iter().filter(|w| w.state == s).count();
@@ -82,9 +98,10 @@ pub fn run(a: StatusArgs) -> Result<ExitCode> {
         wanted_missing: count(State::Missing),
         wanted_broken: count(State::Broken),
     };
-    let all_ok = summary.wanted_missing == 0 && summary.wanted_broken == 0;
+    let all_ok =
+        summary.wanted_missing == 0 && summary.wanted_broken == 0 && verified.as_ref().is_none_or(VerifyReport::ok);
     let code = if all_ok { ExitCode::SUCCESS } else { ExitCode::from(1) };
-    match write_report(&a, &inv, &list, &statuses, summary) {
+    match write_report(&a, &inv, &list, &statuses, summary, verified.as_ref()) {
         // `embedrank status | head` is not an error.
         Err(e) if e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) => {
             Ok(code)
@@ -100,6 +117,7 @@ fn write_report(
     list: &WantedList,
     statuses: &[WantedStatus],
     summary: Summary,
+    verified: Option<&VerifyReport>,
 ) -> Result<()> {
     let mut out = std::io::stdout().lock();
     if a.json {
@@ -110,6 +128,7 @@ fn write_report(
             repos: &inv.repos,
             wanted: JsonWanted { source: list.source.as_ref(), entries: statuses },
             summary,
+            verify: verified,
         };
         let text = serde_json::to_string_pretty(&report)?;
         writeln!(out, "{text}")?;
@@ -118,6 +137,9 @@ fn write_report(
     } else {
         let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
         write!(out, "{}", table(inv, list, statuses, &summary, colour))?;
+    }
+    if let (false, Some(v)) = (a.json, verified) {
+        write!(out, "{}", verify_lines(v))?;
     }
     out.flush()?;
     Ok(())
@@ -180,6 +202,36 @@ fn rows(inv: &Inventory) -> Vec<[String; 10]> {
         }
     }
     rows
+}
+
+/// `Verified: …` and one line per corrupt blob.
+fn verify_lines(v: &VerifyReport) -> String {
+    let mut o = format!(
+        "\nVerified: {} blobs ({}) re-hashed, {} skipped (names that are not digests, plain copies): ",
+        v.checked,
+        human_bytes(v.checked_bytes),
+        v.skipped
+    );
+    if v.ok() {
+        o.push_str("all match\n");
+        return o;
+    }
+    o.push_str(&format!("{} corrupt, {} unreadable\n", v.mismatches.len(), v.errors.len()));
+    for m in &v.mismatches {
+        o.push_str(&format!(
+            "  corrupt: {} {} ({} is {}; linked as {}) — repair: embedrank pull --verify {}\n",
+            m.repo_id,
+            m.blob.display(),
+            m.algorithm.as_str(),
+            m.actual,
+            if m.files.is_empty() { "nothing".to_string() } else { m.files.join(", ") },
+            m.repo_id
+        ));
+    }
+    for e in &v.errors {
+        o.push_str(&format!("  unreadable: {e}\n"));
+    }
+    o
 }
 
 fn problems_of(r: &RepoEntry) -> Vec<String> {

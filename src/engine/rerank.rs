@@ -42,10 +42,14 @@ pub fn tokenize_pairs(engine: &Engine, query: &str, docs: &[String], opts: &Rera
                 )));
             }
             let instr = opts.instruction.as_deref().unwrap_or(&tpl.default_instruction);
-            let bodies: Vec<String> = docs.iter().map(|d| tpl.body(instr, query, d)).collect();
-            // The document is at the end of the body, so cutting at the end truncates the document
-            // and never the template.
-            let encoded = engine.tokenizer.encode_within(bodies, max - fixed)?;
+            // The body up to the document, tokenized once for all documents; the document comes
+            // last, so cutting at the end truncates the document and never the template.
+            let whole = tpl.body(instr, query, "");
+            let (head, sep) = match whole.strip_suffix(' ') {
+                Some(h) => (h, " "),
+                None => (whole.as_str(), ""),
+            };
+            let encoded = engine.tokenizer.encode_bodies(head, sep, docs, max - fixed)?;
             encoded
                 .into_iter()
                 .enumerate()

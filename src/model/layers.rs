@@ -2,6 +2,7 @@
 
 use candle_core::{DType, Device, Module, Tensor, D};
 
+use crate::spec::rope::RopeSpec;
 pub use crate::weights::Embedding;
 use crate::weights::WeightStore;
 use crate::Result;
@@ -73,13 +74,23 @@ pub struct Rotary {
 }
 
 impl Rotary {
-    pub fn new(head_dim: usize, max_len: usize, theta: f64, dtype: DType, device: &Device) -> Result<Self> {
+    /// cos and sin [max_len, head_dim/2] in f32, each already multiplied by the rope's attention factor
+    /// (transformers scales both; 1 except for YaRN).
+    pub fn tables_f32(head_dim: usize, max_len: usize, rope: &RopeSpec, device: &Device) -> Result<(Tensor, Tensor)> {
         let half = head_dim / 2;
-        let inv: Vec<f32> = (0..half).map(|i| 1.0 / (theta.powf(2.0 * i as f64 / head_dim as f64)) as f32).collect();
-        let inv = Tensor::from_vec(inv, (1, half), device)?;
+        let inv = Tensor::from_vec(rope.inv_freq(head_dim), (1, half), device)?;
         let pos = Tensor::arange(0u32, max_len as u32, device)?.to_dtype(DType::F32)?.reshape((max_len, 1))?;
         let freqs = pos.matmul(&inv)?;
-        Ok(Rotary { cos: freqs.cos()?.to_dtype(dtype)?, sin: freqs.sin()?.to_dtype(dtype)? })
+        let (cos, sin) = (freqs.cos()?, freqs.sin()?);
+        if rope.attention_factor == 1.0 {
+            return Ok((cos, sin));
+        }
+        Ok(((cos * rope.attention_factor)?, (sin * rope.attention_factor)?))
+    }
+
+    pub fn new(head_dim: usize, max_len: usize, rope: &RopeSpec, dtype: DType, device: &Device) -> Result<Self> {
+        let (cos, sin) = Self::tables_f32(head_dim, max_len, rope, device)?;
+        Ok(Rotary { cos: cos.to_dtype(dtype)?, sin: sin.to_dtype(dtype)? })
     }
 
     pub fn max_len(&self) -> usize {

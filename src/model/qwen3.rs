@@ -14,6 +14,7 @@ use candle_core::{DType, Module, Tensor, D};
 use super::layers::{attention, causal_padding_bias, Embedding, RmsNorm, Rotary};
 use super::profile::{self, mark};
 use super::{cuda_ops, Batch};
+use crate::spec::rope::RopeSpec;
 use crate::spec::{Head, Qwen3Config};
 use crate::weights::{Linear, WeightStore};
 use crate::{Error, Result};
@@ -91,13 +92,9 @@ fn fused_allowed() -> bool {
 }
 
 /// Rotary table for the fused kernel: [positions, head_dim] f32, cos in the first half, sin in the second.
-fn cos_sin_table(head_dim: usize, max_len: usize, theta: f64, device: &candle_core::Device) -> Result<Tensor> {
-    let half = head_dim / 2;
-    let inv: Vec<f32> = (0..half).map(|i| 1.0 / (theta.powf(2.0 * i as f64 / head_dim as f64)) as f32).collect();
-    let inv = Tensor::from_vec(inv, (1, half), device)?;
-    let pos = Tensor::arange(0u32, max_len as u32, device)?.to_dtype(DType::F32)?.reshape((max_len, 1))?;
-    let freqs = pos.broadcast_mul(&inv)?;
-    Ok(Tensor::cat(&[freqs.cos()?, freqs.sin()?], 1)?.contiguous()?)
+fn cos_sin_table(head_dim: usize, max_len: usize, rope: &RopeSpec, device: &candle_core::Device) -> Result<Tensor> {
+    let (cos, sin) = Rotary::tables_f32(head_dim, max_len, rope, device)?;
+    Ok(Tensor::cat(&[cos, sin], 1)?.contiguous()?)
 }
 
 impl Qwen3 {
@@ -159,14 +156,25 @@ impl Qwen3 {
         let embed = Embedding::load(ws, "embed_tokens", c.vocab_size, h)?;
         let score_rows = match head {
             Head::Qwen3YesNo { yes_id, no_id } => {
-                // Only the two rows the score needs: lm_head if shipped, else the tied embedding;
+                // Only the two rows the score needs: the embedding when tied (as transformers ties
+                // them, a shipped lm_head is then not used), else lm_head, which must be there;
                 // either may be quantized, then only these two rows are dequantized.
                 let lm_head;
-                let table = if ws.has("lm_head.weight") {
+                let table = if c.tie_word_embeddings {
+                    if ws.has("lm_head.weight") {
+                        tracing::info!(
+                            "tie_word_embeddings is true: scoring with embed_tokens, not the shipped lm_head"
+                        );
+                    }
+                    &embed
+                } else if ws.has("lm_head.weight") {
                     lm_head = Embedding::load(ws, "lm_head", c.vocab_size, h)?;
                     &lm_head
                 } else {
-                    &embed
+                    return Err(Error::weights(
+                        ws.path(),
+                        "tie_word_embeddings is false (or unset) but the checkpoint has no lm_head.weight",
+                    ));
                 };
                 let vocab = table.num_rows();
                 for id in [*yes_id, *no_id] {
@@ -183,12 +191,12 @@ impl Qwen3 {
             _ => None,
         };
         let rope_len = c.max_position_embeddings.max(1);
-        let fused_cos_sin = if fused { Some(cos_sin_table(hd, rope_len, c.rope_theta, &ws.device)?) } else { None };
+        let fused_cos_sin = if fused { Some(cos_sin_table(hd, rope_len, &c.rope, &ws.device)?) } else { None };
         Ok(Qwen3 {
             embed,
             layers,
             norm: RmsNorm::load(ws, "norm", h, eps)?,
-            rotary: Rotary::new(hd, rope_len, c.rope_theta, ws.dtype, &ws.device)?,
+            rotary: Rotary::new(hd, rope_len, &c.rope, ws.dtype, &ws.device)?,
             heads: nh,
             kv_heads: nkv,
             head_dim: hd,

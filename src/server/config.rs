@@ -102,6 +102,16 @@ pub struct ServeConfig {
     /// Requests waiting or running per model before new ones get 429.
     #[serde(default = "default_max_queue")]
     pub max_queue: usize,
+    /// Estimated tokens admitted per model (tokenizing, waiting or running) before new requests
+    /// get 429; reserved before tokenizing, from byte lengths (an upper bound).
+    #[serde(default = "default_max_queue_tokens")]
+    pub max_queue_tokens: usize,
+    /// Inputs per embedding or /tokenize request (TEI's `max_client_batch_size`; OpenAI's 2,048).
+    #[serde(default = "default_max_client_batch_size")]
+    pub max_client_batch_size: usize,
+    /// Documents per rerank request (Cohere allows 1,000).
+    #[serde(default = "default_max_rerank_documents")]
+    pub max_rerank_documents: usize,
     /// Total estimated weight memory of loaded models, e.g. "8GiB"; least recently used models are
     /// unloaded to make room. None: no limit.
     #[serde(default)]
@@ -118,6 +128,22 @@ pub struct ServeConfig {
     /// Extra hub cache roots searched first.
     #[serde(default)]
     pub cache_dirs: Vec<PathBuf>,
+    /// Connection limits (see [`ConnLimits`]): a request head must arrive within `header_timeout`
+    /// (also the idle keep-alive time), its body within `body_timeout` (which also bounds a write
+    /// of the answer that makes no progress).
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout: String,
+    #[serde(default = "default_body_timeout")]
+    pub body_timeout: String,
+    /// Open connections at most; above it idle ones are closed, else new ones get 503.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// How long SIGTERM/SIGINT waits for in-flight requests before dropping their connections.
+    #[serde(default = "default_shutdown_timeout")]
+    pub shutdown_timeout: String,
+    /// Accept POST bodies with any Content-Type (default: JSON only, 415 otherwise).
+    #[serde(default)]
+    pub allow_any_content_type: bool,
 }
 
 fn default_host() -> String {
@@ -135,6 +161,30 @@ fn default_timeout() -> String {
 fn default_max_queue() -> usize {
     256
 }
+fn default_header_timeout() -> String {
+    "10s".into()
+}
+fn default_body_timeout() -> String {
+    "30s".into()
+}
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_shutdown_timeout() -> String {
+    "30s".into()
+}
+/// 1Mi estimated tokens. Estimates are byte counts (2 to 4 times the real tokens of English) until
+/// a request is tokenized, then its real count: 4 MiB of token ids, and at most about a minute of
+/// all-MiniLM-L6-v2 work on 2 CPU cores (15 to 20 s for typical English).
+fn default_max_queue_tokens() -> usize {
+    1 << 20
+}
+fn default_max_client_batch_size() -> usize {
+    2048
+}
+fn default_max_rerank_documents() -> usize {
+    1000
+}
 
 impl Default for ServeConfig {
     fn default() -> Self {
@@ -149,12 +199,20 @@ impl Default for ServeConfig {
             request_timeout: default_timeout(),
             cors_origins: Vec::new(),
             max_queue: default_max_queue(),
+            max_queue_tokens: default_max_queue_tokens(),
+            max_client_batch_size: default_max_client_batch_size(),
+            max_rerank_documents: default_max_rerank_documents(),
             memory_budget: None,
             device: None,
             dtype: None,
             keep_alive: None,
             max_batch_tokens: None,
             cache_dirs: Vec::new(),
+            header_timeout: default_header_timeout(),
+            body_timeout: default_body_timeout(),
+            max_connections: default_max_connections(),
+            shutdown_timeout: default_shutdown_timeout(),
+            allow_any_content_type: false,
         }
     }
 }
@@ -172,12 +230,31 @@ fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Ve
     })
 }
 
+/// Per-request and per-model caps, checked before any work on a request.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestCaps {
+    pub max_client_batch_size: usize,
+    pub max_rerank_documents: usize,
+    pub max_queue: usize,
+    pub max_queue_tokens: usize,
+}
+
 /// The checked form of the settings that have units.
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub payload_limit: usize,
     pub request_timeout: Duration,
     pub memory_budget: Option<u64>,
+}
+
+/// Checked connection settings (`conn_limits`).
+#[derive(Debug, Clone)]
+pub struct ConnLimits {
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub max_connections: usize,
+    pub shutdown_timeout: Duration,
+    pub allow_any_content_type: bool,
 }
 
 impl ServeConfig {
@@ -212,6 +289,11 @@ impl ServeConfig {
         if self.max_queue == 0 {
             return Err(bad("max_queue must be at least 1".into()));
         }
+        if self.max_queue_tokens == 0 || self.max_client_batch_size == 0 || self.max_rerank_documents == 0 {
+            return Err(bad(
+                "max_queue_tokens, max_client_batch_size and max_rerank_documents must be at least 1".into()
+            ));
+        }
         if self.api_keys.iter().any(|k| k.is_empty()) {
             return Err(bad("API keys must not be empty".into()));
         }
@@ -224,6 +306,36 @@ impl ServeConfig {
             request_timeout,
             memory_budget: self.memory_budget.as_deref().map(parse_size).transpose()?,
         })
+    }
+
+    /// The checked connection settings.
+    pub fn conn_limits(&self) -> Result<ConnLimits> {
+        let positive = |name: &str, v: &str| -> Result<Duration> {
+            let d = parse_duration(v)?;
+            if d.is_zero() {
+                return Err(Error::InvalidInput(format!("{name} must be more than 0")));
+            }
+            Ok(d)
+        };
+        if self.max_connections == 0 {
+            return Err(Error::InvalidInput("max_connections must be at least 1".into()));
+        }
+        Ok(ConnLimits {
+            header_timeout: positive("header_timeout", &self.header_timeout)?,
+            body_timeout: positive("body_timeout", &self.body_timeout)?,
+            max_connections: self.max_connections,
+            shutdown_timeout: parse_duration(&self.shutdown_timeout)?,
+            allow_any_content_type: self.allow_any_content_type,
+        })
+    }
+
+    pub fn request_caps(&self) -> RequestCaps {
+        RequestCaps {
+            max_client_batch_size: self.max_client_batch_size,
+            max_rerank_documents: self.max_rerank_documents,
+            max_queue: self.max_queue,
+            max_queue_tokens: self.max_queue_tokens,
+        }
     }
 
     pub fn keep_alive_for(&self, m: &ModelConfig) -> Option<Duration> {

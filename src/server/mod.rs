@@ -7,10 +7,13 @@
 pub mod auth;
 pub mod batcher;
 pub mod config;
+pub mod conn;
 pub mod errors;
+pub mod intake;
 pub mod metrics;
 pub mod registry;
 pub mod routes;
+pub mod trim;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -48,6 +51,8 @@ pub type Shared = Arc<AppState>;
 /// In-flight requests are finished before this returns; new connections are refused meanwhile.
 pub async fn serve(cfg: ServeConfig, on_listen: impl FnOnce(SocketAddr)) -> Result<()> {
     let limits = cfg.check()?;
+    let mut conn_limits = cfg.conn_limits()?;
+    conn_limits.max_connections = conn::raise_fd_limit(conn_limits.max_connections);
     let metrics = Arc::new(Metrics::default());
     let reg_cfg = cfg.clone();
     let reg_metrics = metrics.clone();
@@ -63,7 +68,13 @@ pub async fn serve(cfg: ServeConfig, on_listen: impl FnOnce(SocketAddr)) -> Resu
         ready: AtomicBool::new(!cfg.preload),
         shutting_down: AtomicBool::new(false),
     });
-    let app = router(state.clone(), limits.payload_limit, &cfg.cors_origins)?;
+    let intake = Arc::new(intake::Intake {
+        payload_limit: limits.payload_limit,
+        body_timeout: conn_limits.body_timeout,
+        allow_any_content_type: conn_limits.allow_any_content_type,
+    });
+    let app = router(state.clone(), limits.payload_limit, intake, &cfg.cors_origins)?;
+    let signals = conn::Signals::new()?;
 
     let addr = format!("{}:{}", cfg.host, cfg.port);
     let listener = tokio::net::TcpListener::bind(&addr)
@@ -101,46 +112,21 @@ pub async fn serve(cfg: ServeConfig, on_listen: impl FnOnce(SocketAddr)) -> Resu
     on_listen(local);
     tracing::info!("listening on http://{local}");
     let st = state.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            st.shutting_down.store(true, Ordering::SeqCst);
-            tracing::info!("shutting down: finishing in-flight requests");
-        })
-        .await
-        .map_err(|e| Error::Server(format!("server error: {e}")))?;
+    let stopped =
+        conn::serve(listener, app, &conn_limits, signals, move || st.shutting_down.store(true, Ordering::SeqCst)).await;
     reaper.abort();
-    tracing::info!("stopped");
+    match stopped? {
+        conn::Stopped::Drained => tracing::info!("stopped"),
+        conn::Stopped::DeadlinePassed(n) => tracing::info!("stopped ({n} connection(s) cut at the deadline)"),
+    }
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-}
-
-fn router(state: Shared, payload_limit: usize, cors_origins: &[String]) -> Result<Router> {
+fn router(state: Shared, payload_limit: usize, intake: Arc<intake::Intake>, cors_origins: &[String]) -> Result<Router> {
     let app = routes::routes()
         .fallback(|req: Request| async move { ApiError::not_found(req.uri().path()) })
         .layer(middleware::from_fn_with_state(state.clone(), timeout))
+        .layer(middleware::from_fn_with_state(intake, intake::check))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(middleware::from_fn_with_state(state.clone(), record))
         .layer(DefaultBodyLimit::max(payload_limit))

@@ -36,6 +36,9 @@ pub struct PullOptions {
     pub offline: bool,
     pub endpoint: String,
     pub token: Option<String>,
+    /// Re-hash blobs already in the cache against their names (sha256 / git blob sha1) and fetch
+    /// again those that do not match; offline, a mismatch is an error.
+    pub verify: bool,
 }
 
 impl PullOptions {
@@ -50,6 +53,7 @@ impl PullOptions {
             offline: super::offline_from_env(),
             endpoint: download::endpoint(),
             token: download::token(),
+            verify: false,
         }
     }
 }
@@ -70,6 +74,8 @@ pub enum Outcome {
     Resumed,
     /// The blob was already in the cache.
     Cached,
+    /// The cached blob did not hash to its name (`--verify`) and was fetched again.
+    Repaired,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -124,7 +130,7 @@ pub fn pull(reference: &ModelRef, opts: &PullOptions) -> Result<PullReport> {
     let repo_dir = opts.root.join(reference.folder_name());
     let revision = reference.revision_or_main().to_string();
     if opts.offline {
-        return pull_offline(reference, &repo_dir, &revision);
+        return pull_offline(reference, &repo_dir, &revision, opts.verify);
     }
     let client = HubClient::new(&opts.endpoint, opts.token.clone());
     let repo = reference.repo_id.as_str();
@@ -174,13 +180,14 @@ pub fn pull(reference: &ModelRef, opts: &PullOptions) -> Result<PullReport> {
                 }
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(entry) = selected.get(i) else { break };
-                let mut r = pull_file(&client, repo, &commit, &repo_dir, &snapshot, &entry.path, &bar);
+                let get = || pull_file(&client, repo, &commit, &repo_dir, &snapshot, &entry.path, &bar, opts.verify);
+                let mut r = get();
                 for attempt in 0..opts.retries {
                     // Only transfer failures are worth another try; the next one resumes.
                     let Err(Error::Download { message, .. }) = &r else { break };
                     tracing::warn!(file = %entry.path, attempt = attempt + 1, "{message}; retrying");
                     std::thread::sleep(std::time::Duration::from_millis(500 << attempt.min(4)));
-                    r = pull_file(&client, repo, &commit, &repo_dir, &snapshot, &entry.path, &bar);
+                    r = get();
                 }
                 if r.is_err() {
                     failed.store(true, Ordering::Relaxed);
@@ -212,7 +219,9 @@ pub fn pull(reference: &ModelRef, opts: &PullOptions) -> Result<PullReport> {
     Ok(PullReport { repo_id: repo.to_string(), revision, commit, snapshot, files, downloaded_bytes, offline: false })
 }
 
-/// One file: HEAD for its etag, reuse or fetch the blob, link it into the snapshot.
+/// One file: HEAD for its etag, reuse (after re-hashing it, with `verify`) or fetch the blob, link
+/// it into the snapshot.
+#[allow(clippy::too_many_arguments)]
 fn pull_file(
     client: &HubClient,
     repo: &str,
@@ -221,6 +230,7 @@ fn pull_file(
     snapshot: &Path,
     path: &str,
     bar: &indicatif::ProgressBar,
+    verify: bool,
 ) -> Result<(PulledFile, u64)> {
     let meta: FileMeta = client.file_meta(repo, commit, path)?;
     if meta.commit != commit {
@@ -230,7 +240,16 @@ fn pull_file(
         });
     }
     let blob = repo_dir.join("blobs").join(&meta.etag);
-    let have = std::fs::metadata(&blob).ok().filter(|m| m.is_file()).map(|m| m.len());
+    let mut have = std::fs::metadata(&blob).ok().filter(|m| m.is_file()).map(|m| m.len());
+    let mut corrupt = false;
+    if verify && have == Some(meta.size) {
+        if let Some((false, got)) = super::verify::matches_name(&blob, &meta.etag)? {
+            tracing::warn!(file = path, "cached blob {} hashes to {got}: fetching it again", blob.display());
+            // The fresh copy is renamed over it once it checked out.
+            corrupt = true;
+            have = None;
+        }
+    }
     let (outcome, transferred) = if have == Some(meta.size) {
         bar.inc(meta.size);
         (Outcome::Cached, 0)
@@ -243,7 +262,23 @@ fn pull_file(
                 return Err(Error::io(&blob, e));
             }
         }
-        let outcome = if resumed > 0 { Outcome::Resumed } else { Outcome::Downloaded };
+        if verify {
+            // fetch_to checked sha256 names; git blob sha1 names are checked here.
+            if let Some((false, got)) = super::verify::matches_name(&blob, &meta.etag)? {
+                let _ = std::fs::remove_file(&blob);
+                return Err(Error::Integrity {
+                    path: blob,
+                    message: format!("the downloaded content hashes to {got}; the file was deleted"),
+                });
+            }
+        }
+        let outcome = if corrupt {
+            Outcome::Repaired
+        } else if resumed > 0 {
+            Outcome::Resumed
+        } else {
+            Outcome::Downloaded
+        };
         (outcome, meta.size - resumed)
     };
     link(snapshot, path, &meta.etag)?;
@@ -296,7 +331,7 @@ fn write_ref(repo_dir: &Path, revision: &str, commit: &str) -> Result<()> {
 }
 
 /// Offline: succeed only when the cache already holds a complete snapshot of the revision.
-fn pull_offline(reference: &ModelRef, repo_dir: &Path, revision: &str) -> Result<PullReport> {
+fn pull_offline(reference: &ModelRef, repo_dir: &Path, revision: &str, verify: bool) -> Result<PullReport> {
     let offline = |message: String| Error::Offline { repo: reference.repo_id.clone(), message };
     let commit = if is_commit_hash(revision) {
         revision.to_string()
@@ -319,6 +354,20 @@ fn pull_offline(reference: &ModelRef, repo_dir: &Path, revision: &str) -> Result
     let (rev, files) = super::inventory::describe_snapshot(&reference.repo_id, &snapshot);
     if !rev.problems.is_empty() {
         return Err(offline(format!("the cached copy is incomplete: {}", rev.problems.join("; "))));
+    }
+    if verify {
+        let v = super::verify::verify_snapshot(&reference.repo_id, &snapshot);
+        if let Some(m) = v.mismatches.first() {
+            return Err(offline(format!(
+                "the cached copy is corrupt: {} hashes to {} ({} mismatched file(s)); pull online to repair it",
+                m.files.join(", "),
+                m.actual,
+                v.mismatches.len()
+            )));
+        }
+        if let Some(e) = v.errors.first() {
+            return Err(offline(format!("cannot verify the cached copy: {e}")));
+        }
     }
     let files = files
         .into_iter()

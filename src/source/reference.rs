@@ -29,9 +29,11 @@ impl ModelRef {
             )));
         }
         if let Some(r) = rev {
-            if r.is_empty() || r.contains("..") {
-                return Err(Error::InvalidInput(format!("bad revision in `{s}`")));
-            }
+            check_revision(r).map_err(|reason| Error::InvalidRevision {
+                reference: s.to_string(),
+                revision: r.to_string(),
+                reason: reason.to_string(),
+            })?;
         }
         Ok(ModelRef { repo_id: repo.to_string(), revision: rev.map(str::to_string) })
     }
@@ -44,6 +46,42 @@ impl ModelRef {
     pub fn revision_or_main(&self) -> &str {
         self.revision.as_deref().unwrap_or("main")
     }
+}
+
+/// Longest revision accepted (git allows more; hub branch and tag names are far shorter).
+pub const MAX_REVISION_LEN: usize = 256;
+
+/// A revision names a file under `refs/` and a URL segment: a branch, tag (`v1.0`, `refs/pr/1`) or
+/// commit. Refused: empty, absolute, backslashes, empty / `.` / `..` components, components
+/// starting with `.`, characters outside `A-Z a-z 0-9 - _ . + /`, and names over 256 bytes.
+pub fn check_revision(r: &str) -> std::result::Result<(), &'static str> {
+    if r.is_empty() {
+        return Err("it is empty");
+    }
+    if r.len() > MAX_REVISION_LEN {
+        return Err("it is longer than 256 characters");
+    }
+    if r.starts_with('/') {
+        return Err("it is an absolute path");
+    }
+    if r.contains('\\') {
+        return Err("it contains a backslash");
+    }
+    if !r.chars().all(|c| c.is_ascii_alphanumeric() || "-_.+/".contains(c)) {
+        return Err("it contains a character other than letters, digits and - _ . + /");
+    }
+    for c in r.split('/') {
+        if c.is_empty() {
+            return Err("it has an empty path component");
+        }
+        if c == "." || c == ".." {
+            return Err("it has a `.` or `..` component");
+        }
+        if c.starts_with('.') {
+            return Err("a component starts with `.`");
+        }
+    }
+    Ok(())
 }
 
 /// A full 40-hex commit sha.
@@ -65,5 +103,35 @@ mod tests {
         assert!(ModelRef::parse("../x").is_err());
         assert!(ModelRef::parse("a/b@").is_err());
         assert!(ModelRef::parse("bert-base-uncased").is_ok());
+    }
+
+    #[test]
+    fn revisions_stay_inside_the_cache() {
+        for ok in ["main", "v1.0", "refs/pr/1", "feature/x_y-z", &"a".repeat(40)] {
+            assert!(ModelRef::parse(&format!("a/b@{ok}")).is_ok(), "{ok}");
+        }
+        let long = "a".repeat(MAX_REVISION_LEN + 1);
+        for bad in [
+            "",
+            "/abs/path",
+            "/etc/passwd",
+            "a\\b",
+            "..",
+            "a/../b",
+            "./a",
+            "a//b",
+            "a/",
+            "a/.",
+            ".hidden",
+            "a b",
+            "a\0b",
+            "é",
+            &long,
+        ] {
+            match ModelRef::parse(&format!("a/b@{bad}")) {
+                Err(Error::InvalidRevision { revision, .. }) => assert_eq!(revision, bad),
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
     }
 }

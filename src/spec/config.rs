@@ -7,6 +7,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use sha2::Digest;
 
+use super::keys::{self, Family, KeyAudit};
+use super::rope::RopeSpec;
 use crate::{Error, Result};
 
 /// The raw config.json, kept as JSON so each architecture picks its own fields.
@@ -93,6 +95,14 @@ pub struct BertConfig {
 }
 
 impl BertConfig {
+    /// Parse, audit every key (refusing math we do not implement) and validate.
+    pub fn read(raw: &RawConfig, path: &Path) -> Result<(Self, KeyAudit)> {
+        let audit = keys::audit(Family::Bert, &raw.value, path)?;
+        let c: BertConfig = raw.parse(path)?;
+        c.validate(path)?;
+        Ok((c, audit))
+    }
+
     pub fn validate(&self, path: &Path) -> Result<()> {
         if self.num_attention_heads == 0 || !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(Error::config(
@@ -113,9 +123,6 @@ impl BertConfig {
     }
 }
 
-fn default_rope_theta() -> f64 {
-    10000.0
-}
 fn default_rms_eps() -> f64 {
     1e-6
 }
@@ -130,21 +137,29 @@ pub struct Qwen3Config {
     pub head_dim: Option<usize>,
     pub intermediate_size: usize,
     pub max_position_embeddings: usize,
-    #[serde(default = "default_rope_theta")]
-    pub rope_theta: f64,
+    /// Rotary settings from rope_parameters / rope_scaling / rope_theta (set by `Qwen3Config::read`).
+    #[serde(skip)]
+    pub rope: RopeSpec,
     #[serde(default = "default_rms_eps")]
     pub rms_norm_eps: f64,
     #[serde(default)]
     pub tie_word_embeddings: bool,
     #[serde(default)]
     pub attention_bias: bool,
-    #[serde(default)]
-    pub use_sliding_window: bool,
     pub pad_token_id: Option<u32>,
     pub eos_token_id: Option<Value>,
 }
 
 impl Qwen3Config {
+    /// Parse, audit every key (refusing math we do not implement), read the rotary settings, validate.
+    pub fn read(raw: &RawConfig, path: &Path) -> Result<(Self, KeyAudit)> {
+        let audit = keys::audit(Family::Qwen3, &raw.value, path)?;
+        let mut c: Qwen3Config = raw.parse(path)?;
+        c.rope = RopeSpec::from_config(&raw.value, path)?;
+        c.validate(path)?;
+        Ok((c, audit))
+    }
+
     pub fn head_dim(&self) -> usize {
         self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
     }
@@ -162,9 +177,6 @@ impl Qwen3Config {
         }
         if !self.head_dim().is_multiple_of(2) {
             return bad(format!("head_dim {} must be even for rotary embeddings", self.head_dim()));
-        }
-        if self.use_sliding_window {
-            return bad("use_sliding_window: true is not supported".into());
         }
         Ok(())
     }

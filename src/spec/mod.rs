@@ -2,7 +2,9 @@
 //! task, pooling, prompts, normalization, max length, padding side. Later stages read only the spec.
 
 pub mod config;
+pub mod keys;
 pub mod quant;
+pub mod rope;
 pub mod st;
 pub mod weights_index;
 
@@ -179,6 +181,8 @@ pub struct ModelSpec {
     pub quantization: Option<Quantization>,
     /// Decisions made from fallbacks rather than files, for `--verbose`.
     pub notes: Vec<String>,
+    /// config.json keys neither implemented nor known to be inert (listed by `check` and the load log).
+    pub unknown_config_keys: Vec<String>,
 }
 
 /// User choices that override what the files say.
@@ -219,14 +223,12 @@ impl ModelSpec {
 
         let is_bert = model_type == "bert" || first_arch.starts_with("Bert");
         let is_qwen3 = model_type == "qwen3" || first_arch.starts_with("Qwen3");
-        let arch = if is_bert {
-            let c: BertConfig = raw.parse(&config_path)?;
-            c.validate(&config_path)?;
-            Arch::Bert(c)
+        let (arch, audit) = if is_bert {
+            let (c, a) = BertConfig::read(&raw, &config_path)?;
+            (Arch::Bert(c), a)
         } else if is_qwen3 {
-            let c: Qwen3Config = raw.parse(&config_path)?;
-            c.validate(&config_path)?;
-            Arch::Qwen3(c)
+            let (c, a) = Qwen3Config::read(&raw, &config_path)?;
+            (Arch::Qwen3(c), a)
         } else {
             let arch = if first_arch.is_empty() { model_type.clone() } else { first_arch.clone() };
             return Err(Error::UnsupportedArchitecture {
@@ -236,11 +238,18 @@ impl ModelSpec {
             });
         };
         let seq_cls = first_arch.ends_with("ForSequenceClassification");
+        if !audit.unknown.is_empty() {
+            tracing::info!(
+                model = %resolved.name,
+                "config.json keys this runtime does not know (check they do not change the math): {}",
+                audit.unknown.join(", ")
+            );
+        }
 
         // Task: files first, then the name rule for Qwen3-Reranker, then the user's override.
         let detected = if st.has_modules && st.has_module("Pooling") {
             Task::Embed
-        } else if seq_cls || (is_qwen3 && name_has_reranker) {
+        } else if st.logit_score.is_some() || seq_cls || (is_qwen3 && name_has_reranker) {
             Task::Rerank
         } else {
             Task::Embed
@@ -325,6 +334,9 @@ impl ModelSpec {
                 rerank_template = Some(RerankTemplate::qwen3());
                 if seq_cls {
                     Head::Qwen3SeqCls
+                } else if let Some((yes_id, no_id)) = st.logit_score {
+                    // sentence-transformers 6 CrossEncoder: its LogitScore module names the tokens.
+                    Head::Qwen3YesNo { yes_id, no_id }
                 } else {
                     let yes = token_id(&tokenizer_json, "yes");
                     let no = token_id(&tokenizer_json, "no");
@@ -406,6 +418,7 @@ impl ModelSpec {
             config_sha256: raw.sha256.clone(),
             quantization,
             notes,
+            unknown_config_keys: audit.unknown,
         })
     }
 

@@ -94,3 +94,25 @@ pub fn tiny_dir() -> PathBuf {
     });
     dir
 }
+
+/// Run this test binary's other tests again on the generic tensor path — what CUDA and Metal run —
+/// by turning off the CPU-only paths (packed BERT forward, packed f32 weights). Those switches are
+/// read once per process, so the rerun is a child process. Returns in the child at once.
+pub fn rerun_on_generic_tensor_path(this_test: &str) {
+    if std::env::var_os("EMBEDRANK_CPU_FAST").is_some() {
+        return; // the child (or a caller who chose a path) runs the other tests directly
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    let out = std::process::Command::new(exe)
+        .args(["--skip", this_test, "--test-threads", "1", "--nocapture"])
+        .env("EMBEDRANK_CPU_FAST", "0")
+        .env("EMBEDRANK_PACKED_F32", "0")
+        .output()
+        .expect("rerun the test binary");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    for line in text.lines().filter(|l| l.contains("cosine") || l.contains("test result") || l.contains("score")) {
+        eprintln!("generic path: {line}");
+    }
+    assert!(out.status.success(), "the golden tests fail on the generic tensor path:\n{text}");
+    assert!(text.contains("test result: ok"), "no tests ran on the generic path:\n{text}");
+}
