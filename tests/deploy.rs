@@ -182,12 +182,14 @@ fn manifests_match_the_binary() {
         // The Service reaches the named port.
         assert_eq!(find(&objs, "Service")["spec"]["ports"][0]["targetPort"], "http");
 
-        // Grace period covers the preStop sleep plus the longest request (the server's drain).
-        let timeout = cfg.get("request_timeout").and_then(toml::Value::as_str).expect("request_timeout");
-        let timeout = embedrank::server::config::parse_duration(timeout).expect("duration").as_secs();
+        // Grace period covers the preStop sleep plus the server's drain deadline (shutdown_timeout:
+        // after it in-flight requests are dropped), so the kubelet's SIGKILL never cuts a drain short.
+        let drain =
+            cfg.get("shutdown_timeout").and_then(toml::Value::as_str).expect("serve.toml sets shutdown_timeout");
+        let drain = embedrank::server::config::parse_duration(drain).expect("duration").as_secs();
         let sleep = c["lifecycle"]["preStop"]["sleep"]["seconds"].as_u64().expect("preStop sleep");
         let grace = pod["terminationGracePeriodSeconds"].as_u64().expect("terminationGracePeriodSeconds");
-        assert!(grace > sleep + timeout, "{o}: grace {grace}s <= preStop {sleep}s + request_timeout {timeout}s");
+        assert!(grace > sleep + drain, "{o}: grace {grace}s <= preStop {sleep}s + shutdown_timeout {drain}s");
 
         // Non-root, read-only root filesystem (the image has uid 65532 and needs only /tmp + /models).
         assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
