@@ -364,10 +364,11 @@ async def main():
             phases.append(await run_phase(load, session, "after", args.conc, p))
             lb_end = haproxy_status(args.work)
     finally:
+        # RSS first: after SIGTERM a replica may be gone before /proc is read.
+        rss_end = {r.i: (r.proc.pid, r.rss_mib()) for r in replicas if r.proc}
         for r in replicas:
             if r.proc and r.proc.poll() is None:
                 r.proc.send_signal(signal.SIGTERM)
-        rss_end = {r.i: (r.proc.pid, r.rss_mib()) for r in replicas if r.proc}
         for r in replicas:
             if r.proc:
                 try:
