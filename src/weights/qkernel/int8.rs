@@ -728,8 +728,11 @@ fn multiply(
     let (pbytes, pparams) = panel_sizes(w);
     let blocks = m.div_ceil(MB);
     let want = 4 * rayon::current_num_threads().max(1);
-    let split = want.div_ceil(blocks).min(panels);
-    let per = panels.div_ceil(split);
+    let per = panels.div_ceil(want.div_ceil(blocks).min(panels));
+    // Recomputed from `per` so that no task starts past the last panel: with many threads
+    // (96 panels, 64 wanted tasks → 2 panels each) the first guess leaves tasks with no panels,
+    // whose finish pass would address columns past the matrix.
+    let split = panels.div_ceil(per);
     let shared = super::driver::SharedOut::new(out);
     let cached = cached_panels(w);
     let unpack_in_task = cached.is_none() && blocks <= UNPACK_IN_TASK_BLOCKS;

@@ -527,6 +527,47 @@ fn int_kernel_matches_its_reference() {
     assert_close("int m 1100", &got, &want, &abs_scale(&w, &x, m));
 }
 
+/// The integer kernel's task split on many threads (the GPU host had 16): with 96 panels and 64
+/// wanted tasks the split once left tasks past the last panel, whose finish pass addressed columns past
+/// the matrix (a panic here, memory corruption in a release build). Same answer on 1, 2, 16 and 48 threads.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn int_kernel_splits_work_for_any_thread_count() {
+    if !vnni_here() {
+        return;
+    }
+    let mut rng = Rng(23);
+    let (n, k) = (3072, 768);
+    let w = random_weight(&mut rng, 8, 64, n, k);
+    let bias = rng.vec(n);
+    for m in [1, 4, 13] {
+        let x = rng.vec(m * k);
+        let mut want = vec![0f32; m * n];
+        int8::matmul_reference(&w, &x, m, &mut want);
+        for i in 0..m * n {
+            want[i] += bias[i % n];
+        }
+        for threads in [1, 2, 16, 48] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let mut got = vec![f32::NAN; m * n];
+            // An activation makes every task run the finish pass over its own columns.
+            let act = |r: &mut [f32]| r.iter_mut().for_each(|v| *v *= 2.0);
+            pool.install(|| {
+                int8::matmul(
+                    &w,
+                    &x,
+                    m,
+                    &mut got,
+                    int8::Finish { bias: Some(&bias), act: Some(&act), ..Default::default() },
+                )
+            });
+            let want2: Vec<f32> = want.iter().map(|v| v * 2.0).collect();
+            let scale: Vec<f32> = abs_scale(&w, &x, m).iter().map(|s| s * 2.0).collect();
+            assert_close(&format!("m {m} threads {threads}"), &got, &want2, &scale);
+        }
+    }
+}
+
 /// The SIMD activation quantizer gives the scalar definition's codes and scales bit for bit, zero
 /// groups included, and every code is within half a step of its input.
 #[cfg(target_arch = "x86_64")]
