@@ -46,7 +46,7 @@ def main() -> None:
         t0 = time.perf_counter()
         subprocess.run(
             [a.cli, "-q", "embed", "-m", a.model, "--cache-dir", a.cache_dir, "--input", str(tmp / inp),
-             "--format", "npy", "-o", str(tmp / "out.npy")],
+             "--format", "npy", "-o", str(tmp / inp.replace(".jsonl", ".npy"))],
             check=True,
         )
         return time.perf_counter() - t0
@@ -58,7 +58,7 @@ def main() -> None:
         t0 = time.perf_counter()
         ours = emb.encode(texts)
         py_s.append(time.perf_counter() - t0)
-    same = np.array_equal(ours.view(np.uint32), np.load(tmp / "out.npy").view(np.uint32))
+    same = np.array_equal(ours.view(np.uint32), np.load(tmp / "all.npy").view(np.uint32))
     c, p = min(cli_s), min(py_s)
     print(f"{a.n} texts, {a.model}: CLI {a.n / c:.0f} texts/s ({c:.2f} s), Python {a.n / p:.0f} texts/s ({p:.2f} s), "
           f"ratio {c / p:.3f}; identical bits: {same}")
