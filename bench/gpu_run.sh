@@ -3,6 +3,7 @@
 #
 #   bench/gpu_run.sh prepare   # here (no GPU): pack what the GPU machine needs into .cache/gpu-carry
 #   bench/gpu_run.sh run       # on the GPU machine, from the repo root (the device tool: carry .cache/gpu-carry)
+#   bench/gpu_run.sh agree     # on the GPU machine: BERT-base shape vs sentence-transformers + check --backends
 #
 # `prepare` needs scripts/build-cuda.sh to have built target-cuda/dist/embedrank-cuda.xz and
 # `bench/make_qwen3_shapes.py --fetch-tokenizer` to have fetched the tokenizer. The random-weight
@@ -25,6 +26,11 @@ prepare() {
   cp "$ROOT/.cache/qwen3-tokenizer/"{tokenizer.json,tokenizer_config.json,LICENSE,SOURCE} "$CARRY.partial/tokenizer/"
   # The first 2000 documents are more than any run uses; the queries file is small.
   head -n 2000 "$DATA/corpus.jsonl" >"$CARRY.partial/data/corpus.jsonl"
+  # A BERT WordPiece tokenizer for bench/gpu_agree.py's BERT-base shape (MiniLM's; no weights carried).
+  mkdir -p "$CARRY.partial/bert-tokenizer"
+  local minilm
+  minilm="$(ls -d "$ROOT"/.cache/hub/models--sentence-transformers--all-MiniLM-L6-v2/snapshots/*/ | head -n1)"
+  cp -L "$minilm"/{tokenizer.json,tokenizer_config.json,vocab.txt,special_tokens_map.json} "$CARRY.partial/bert-tokenizer/"
   cp "$DATA/queries.jsonl" "$CARRY.partial/data/"
   rm -rf "$CARRY"
   mv "$CARRY.partial" "$CARRY"
@@ -81,8 +87,23 @@ PY
   done
 }
 
+# Agreement of embedrank on CUDA with sentence-transformers on a BERT-base shape saved by this
+# machine's transformers, and `check --backends --device cuda` (every compute path).
+agree() {
+  local out="${OUT:-/tmp/gpu-out}" bin=/tmp/embedrank
+  mkdir -p "$out"
+  [[ -x "$bin" ]] || { xz -dc "$CARRY/embedrank-cuda.xz" >"$bin"; chmod +x "$bin"; }
+  local cu13
+  cu13="$(python3 -c 'import nvidia, os; print(os.path.join(list(nvidia.__path__)[0], "cu13", "lib"))')"
+  export LD_LIBRARY_PATH="$cu13${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  PYTHONUNBUFFERED=1 python3 "$ROOT/bench/gpu_agree.py" --embedrank "$bin" --tokenizer-dir "$CARRY/bert-tokenizer" \
+    --input "$CARRY/data/corpus.jsonl" --limit "${LIMIT:-1000}" 2>&1 | tee "$out/gpu-agree.log"
+  return "${PIPESTATUS[0]}"
+}
+
 case "${1:-}" in
   prepare) prepare ;;
   run) run ;;
-  *) echo "usage: $0 prepare|run" >&2; exit 2 ;;
+  agree) agree ;;
+  *) echo "usage: $0 prepare|run|agree" >&2; exit 2 ;;
 esac

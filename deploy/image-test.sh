@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the embedrank image (deploy/Dockerfile) and run a real request through it:
 #   --read-only root fs, --user 65532, the MiniLM hub cache mounted as the /models volume (offline),
+#   the init container's `embedrank pull` (offline, against a writable copy of the cache),
 #   POST /v1/embeddings checked against the sentence-transformers golden vector
 #   (tests/fixtures/minilm_golden.json), then SIGTERM -> the container must exit 0.
 # Usage: deploy/image-test.sh [BINARY]     (default target/release/embedrank; built with cargo if missing)
@@ -15,8 +16,11 @@ tag=${TAG:-embedrank:cpu}
 model=sentence-transformers/all-MiniLM-L6-v2
 ctx=$(mktemp -d /tmp/erfl-image.XXXXXX)
 cid=""
+dockerd_pid=""
 cleanup() {
   if [[ -n $cid ]]; then docker rm -f "$cid" >/dev/null 2>&1 || true; fi
+  # Stop dockerd only if this script started it.
+  if [[ -n $dockerd_pid ]]; then kill "$dockerd_pid" 2>/dev/null || true; fi
   rm -rf "$ctx"
 }
 trap cleanup EXIT
@@ -32,7 +36,8 @@ if ! command -v docker >/dev/null; then
 fi
 if ! docker info >/dev/null 2>&1; then
   echo "== starting dockerd"
-  (nohup dockerd >/tmp/erfl-dockerd.log 2>&1 &)
+  dockerd >/tmp/erfl-dockerd.log 2>&1 &
+  dockerd_pid=$!
   for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
   docker info >/dev/null 2>&1 || { echo "image-test: dockerd did not start (see /tmp/erfl-dockerd.log)" >&2; exit 1; }
 fi
@@ -44,6 +49,13 @@ echo "== docker build -f deploy/Dockerfile -t $tag"
 DOCKER_BUILDKIT=0 docker build -q -f deploy/Dockerfile -t "$tag" "$ctx" >/dev/null
 size=$(docker image inspect -f '{{.Size}}' "$tag")
 echo "image $tag: $size bytes ($((size / 1024 / 1024)) MiB)"
+
+echo "== init container: /embedrank pull into a writable copy of the cache (offline: verify only)"
+mkdir -p "$ctx/hub"
+cp -a "$hub/models--sentence-transformers--all-MiniLM-L6-v2" "$ctx/hub/"
+chown -R 65532:65532 "$ctx/hub"
+docker run --rm --read-only --user 65532:65532 -v "$ctx/hub:/models/hub" -e HF_HUB_OFFLINE=1 \
+  --entrypoint /embedrank "$tag" pull "$model" --cache-dir /models/hub
 
 echo "== docker run --read-only --user 65532:65532 (hub cache $hub as /models/hub, read-only)"
 cid=$(docker run -d --read-only --user 65532:65532 --tmpfs /tmp \

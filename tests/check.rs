@@ -109,6 +109,8 @@ fn check_runs_reranker_probes() {
     assert_eq!(names, ["shape", "ranking"]);
     assert_eq!(probes[0]["passed"], true, "3 finite scores");
     let ranked = probes[1]["passed"].as_bool().unwrap();
+    // Random weights separate the documents by hundredths of a logit: never a pass.
+    assert!(!ranked, "a random-weight reranker passed the ranking probe: {}", probes[1]);
     assert_eq!(m["passed"], ranked);
     assert_eq!(out.status.code(), Some(if ranked { 0 } else { 1 }));
     assert!(m["latency_ms"].as_f64().is_some_and(|x| x > 0.0));

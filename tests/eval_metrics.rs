@@ -303,3 +303,35 @@ fn cli_eval_errors_are_one_line() {
     let e = fail(eval_cmd(&cache).args(["--model", MINILM, "--reranker", MINILM, "--data"]).arg(&data));
     assert!(e.contains("not a reranker"), "{e}");
 }
+
+#[test]
+fn cli_eval_subset_progress_lines_and_cache_key_with_kernel_settings() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("tiny");
+    let cache = tmp.path().join("cache");
+    tiny_beir(&data);
+    // Two queries (q1, q2 by id) and three documents: the two judged ones and the corpus's first other.
+    let out = eval_cmd(&cache)
+        .args(["--model", MINILM, "--json", "--max-queries", "2", "--max-docs", "3", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["retrieval"]["queries"], 2, "{v}");
+    assert_eq!(v["retrieval"]["documents"], 3, "{v}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("subset"));
+    // Off a terminal and without --json, progress is printed as lines (never silent).
+    let out = eval_cmd(&cache).args(["--model", MINILM, "--no-cache", "--data"]).arg(&data).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && err.contains("tokens"), "{err}");
+    // The same model under another compute path does not reuse the cached vectors.
+    let first = run_json(eval_cmd(&cache).args(["--model", MINILM, "--json", "--data"]).arg(&data));
+    assert_eq!(first["retrieval"]["rows"][0]["corpus_cache"], "stored");
+    let other = run_json(
+        eval_cmd(&cache).env("EMBEDRANK_CPU_FAST", "0").args(["--model", MINILM, "--json", "--data"]).arg(&data),
+    );
+    assert_eq!(other["retrieval"]["rows"][0]["corpus_cache"], "stored", "vectors of the other path were reused");
+    let again = run_json(eval_cmd(&cache).args(["--model", MINILM, "--json", "--data"]).arg(&data));
+    assert_eq!(again["retrieval"]["rows"][0]["corpus_cache"], "hit");
+}

@@ -115,21 +115,34 @@ fn check_embedder(case: &str, max_tokens: Option<usize>) -> Engine {
     assert_eq!(e.spec.prompt_for(Some("query"), None, None).unwrap(), prompt("query"), "{case}: query prompt");
     let q = EmbedOptions { prompt: prompt("query"), ..Default::default() };
     let d = EmbedOptions { prompt: prompt("document"), ..Default::default() };
-    let mut got_ids = e.tokenize_texts(&texts[..nq], &q).unwrap();
-    got_ids.extend(e.tokenize_texts(&texts[nq..], &d).unwrap());
-    let mut got = e.embed(&texts[..nq], &q).unwrap().vectors;
+    // A query prompt longer than a short max length is refused (422), never cut into: then only
+    // the documents compare.
+    let first = match e.tokenize_texts(&texts[..nq], &q) {
+        Err(embedrank::Error::PromptTooLong { .. }) if max_tokens.is_some() => nq,
+        r => {
+            r.unwrap();
+            0
+        }
+    };
+    let ids_of = |t: Vec<embedrank::engine::Tokens>| t.into_iter().map(|t| t.ids).collect::<Vec<_>>();
+    let (mut got_ids, mut got) = if first == 0 {
+        (ids_of(e.tokenize_texts(&texts[..nq], &q).unwrap()), e.embed(&texts[..nq], &q).unwrap().vectors)
+    } else {
+        (vec![Vec::new(); nq], vec![Vec::new(); nq])
+    };
+    got_ids.extend(ids_of(e.tokenize_texts(&texts[nq..], &d).unwrap()));
     got.extend(e.embed(&texts[nq..], &d).unwrap().vectors);
     let (mut min, mut n) = (f64::MAX, 0);
-    for i in 0..texts.len() {
+    for i in first..texts.len() {
         if max_tokens.is_some_and(|m| want_ids[i].len() > m) {
             continue;
         }
-        assert_eq!(got_ids[i].ids, want_ids[i], "{case}: token ids of text {i}");
+        assert_eq!(got_ids[i], want_ids[i], "{case}: token ids of text {i}");
         min = min.min(cosine(&got[i], &want[i]));
         n += 1;
     }
     eprintln!("{case}: {n} texts, min cosine {min:.7} to transformers 5.25 / sentence-transformers 6.3");
-    assert!(n >= 4, "{case}: only {n} texts compared");
+    assert!(n >= 3, "{case}: only {n} texts compared");
     assert!(min >= 0.9999, "{case}: min cosine {min}");
     e
 }

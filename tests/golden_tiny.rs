@@ -170,6 +170,11 @@ fn bert_cross_encoder_matches_sentence_transformers() {
     check_scores(&got, &f32s(&case["scores"]), 1e-4, "bert cross-encoder (sigmoid)");
     let raw = e.rerank(query, &docs, &RerankOptions { raw_scores: true, ..Default::default() }).unwrap();
     check_scores(&raw, &f32s(&case["raw"]), 1e-4, "bert cross-encoder (raw)");
+    // An instruction has no place in a cross-encoder's input: an error, never silently ignored.
+    let err = e
+        .rerank(query, &docs, &RerankOptions { instruction: Some("Judge relevance".into()), ..Default::default() })
+        .unwrap_err();
+    assert!(err.to_string().contains("takes no instruction"), "{err}");
 }
 
 #[test]

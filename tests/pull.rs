@@ -473,6 +473,7 @@ fn verify_finds_and_pull_verify_repairs_same_size_corruption() {
         v["verify"]["mismatches"].as_array().unwrap().iter().map(|m| m["algorithm"].as_str().unwrap()).collect();
     assert!(algos.contains(&"sha256") && algos.contains(&"git-sha1"), "{algos:?}");
     assert_eq!(v["wanted"]["entries"][0]["state"], "broken", "{v}");
+    assert!(v["wanted"]["entries"][0]["fix"].as_str().unwrap().starts_with("embedrank pull --verify "), "{v}");
     assert!(v["verify"]["checked"].as_u64().unwrap() >= 10, "{v}");
 
     // check --verify fails the model without loading it.

@@ -183,7 +183,7 @@ fn serve_int8_reports_its_dtype_and_stays_close_to_f32() {
     let f32_srv = Server::start(&["--model", MINILM, "--preload"]);
     f32_srv.wait_for("ready", || f32_srv.get("/ready").0 == 200);
     let (_, info) = f32_srv.get("/info");
-    assert_eq!((info["model_dtype"].as_str(), info["max_batch_tokens"].as_u64()), (Some("f32"), Some(16384)));
+    assert_eq!((info["model_dtype"].as_str(), info["max_batch_tokens"].as_u64()), (Some("f32"), Some(1024)));
 }
 
 #[test]

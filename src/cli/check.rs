@@ -84,11 +84,17 @@ const PARAPHRASE: [&str; 3] = [
     "The central bank raised interest rates by half a percentage point.",
 ];
 const QUERY: &str = "What is the capital of France?";
-const DOCS: [&str; 3] = [
+const DOCS: [&str; 4] = [
     "Paris is the capital and most populous city of France.",
     "The Great Wall of China stretches for thousands of kilometres.",
     "Bananas are a good source of potassium and vitamin B6.",
+    "France's capital city, Paris, lies on the Seine.",
 ];
+/// Indexes of DOCS that answer QUERY.
+const RELEVANT: [usize; 2] = [0, 3];
+/// Raw-score (logit) margin the relevant documents must keep over the others: a trained reranker
+/// separates them by several logits, random weights by hundredths (and may order them either way).
+const RANK_MARGIN: f32 = 1.0;
 const LATENCY_RUNS: usize = 5;
 const THROUGHPUT_INPUTS: usize = 64;
 
@@ -191,7 +197,7 @@ fn check_one(name: &str, resolved: Result<ResolvedModel, String>, device: Device
             let v = source::verify::verify_snapshot(r.repo_id.as_deref().unwrap_or(&r.name), &r.dir);
             let detail = match (v.mismatches.first(), v.errors.first()) {
                 (Some(m), _) => format!(
-                    "{} corrupt: {} ({} is {}, the name says {}); repair: embedrank pull --verify",
+                    "{} corrupt file(s), e.g. {}: {} is {}, the blob's name says {}",
                     v.mismatches.len(),
                     m.files.join(", "),
                     m.algorithm.as_str(),
@@ -203,7 +209,7 @@ fn check_one(name: &str, resolved: Result<ResolvedModel, String>, device: Device
             };
             c.probes.push(Probe { name: "blob integrity", passed: v.ok(), detail: detail.clone() });
             if !v.ok() {
-                return Err(detail);
+                return Err(format!("cached files do not match their hashes; repair: embedrank pull --verify {name}"));
             }
         }
         let spec = ModelSpec::load(&r, &SpecOverrides::default()).map_err(|e| e.to_string())?;
@@ -319,12 +325,16 @@ fn probe_reranker(engine: &Engine, c: &mut ModelCheck) -> embedrank::Result<()> 
         passed: r.len() == docs.len() && finite,
         detail: format!("{} scores for {} documents", r.len(), docs.len()),
     });
-    let top = r.first().map(|x| x.index);
+    let raw = engine.rerank(QUERY, &docs, &RerankOptions { raw_scores: true, ..opts.clone() })?;
+    let score = |i: usize| raw.iter().find(|x| x.index == i).map_or(f32::NAN, |x| x.relevance_score);
+    let worst_relevant = RELEVANT.iter().map(|&i| score(i)).fold(f32::INFINITY, f32::min);
+    let best_other = (0..docs.len()).filter(|i| !RELEVANT.contains(i)).map(score).fold(f32::NEG_INFINITY, f32::max);
+    let margin = worst_relevant - best_other;
     c.probes.push(Probe {
         name: "ranking",
-        passed: top == Some(0),
+        passed: margin >= RANK_MARGIN,
         detail: format!(
-            "order {:?}, scores {:?}",
+            "order {:?}; relevant documents {RELEVANT:?} lead the others by {margin:.3} (raw score, want >= {RANK_MARGIN}); scores {:?}",
             r.iter().map(|x| x.index).collect::<Vec<_>>(),
             r.iter().map(|x| (x.relevance_score * 1e4).round() / 1e4).collect::<Vec<_>>()
         ),

@@ -63,23 +63,70 @@ pub struct EvalArgs {
     /// One JSON document on stdout instead of tables (metrics as fractions, 0…1).
     #[arg(long)]
     pub json: bool,
+    /// Try a subset first: the first N queries of the split (by id).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_queries: Option<u64>,
+    /// Corpus subset: every document judged for the kept queries, then the corpus's first documents
+    /// up to M in all.
+    #[arg(long, value_name = "M", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_docs: Option<u64>,
 }
 
-/// A progress bar on a terminal, nothing otherwise.
+/// A progress bar on a terminal; off a terminal (and without --json) a plain line on stderr every
+/// 30 seconds, so a long run in a log or CI is never silent.
 struct Bar {
     bar: indicatif::ProgressBar,
     label: String,
+    lines: Option<std::sync::Mutex<LineProgress>>,
 }
 
+struct LineProgress {
+    unit: String,
+    total: u64,
+    done: u64,
+    started: std::time::Instant,
+    last: std::time::Instant,
+}
+
+const LINE_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl Bar {
-    fn new(show: bool, label: String) -> Self {
-        let bar = if show { indicatif::ProgressBar::new(0) } else { indicatif::ProgressBar::hidden() };
-        Bar { bar, label }
+    fn new(show: Show, label: String) -> Self {
+        let bar = if show == Show::Bar { indicatif::ProgressBar::new(0) } else { indicatif::ProgressBar::hidden() };
+        let lines = (show == Show::Lines).then(|| {
+            let now = std::time::Instant::now();
+            std::sync::Mutex::new(LineProgress { unit: String::new(), total: 0, done: 0, started: now, last: now })
+        });
+        Bar { bar, label, lines }
     }
+
+    fn line(&self, p: &LineProgress) {
+        let secs = p.started.elapsed().as_secs_f64().max(1e-9);
+        let rate = p.done as f64 / secs;
+        let eta =
+            if rate > 0.0 { format!("{:.0} s", p.total.saturating_sub(p.done) as f64 / rate) } else { "?".into() };
+        let pct = if p.total > 0 { 100.0 * p.done as f64 / p.total as f64 } else { 100.0 };
+        eprintln!("{}: {}/{} {} ({pct:.0}%), {rate:.0} {}/s, eta {eta}", self.label, p.done, p.total, p.unit, p.unit);
+    }
+}
+
+/// How a run shows progress.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Show {
+    Bar,
+    Lines,
+    Nothing,
 }
 
 impl Progress for Bar {
     fn start(&self, unit: &str, total: u64) {
+        if let Some(l) = &self.lines {
+            if let Ok(mut p) = l.lock() {
+                let now = std::time::Instant::now();
+                *p = LineProgress { unit: unit.to_string(), total, done: 0, started: now, last: now };
+                eprintln!("{}: {total} {unit} to go", self.label);
+            }
+        }
         let tpl = format!("{{msg}} {{bar:30}} {{pos}}/{{len}} {unit} {{per_sec}} eta {{eta}}");
         self.bar.set_style(
             indicatif::ProgressStyle::with_template(&tpl).unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
@@ -91,9 +138,23 @@ impl Progress for Bar {
     }
     fn advance(&self, n: u64) {
         self.bar.inc(n);
+        if let Some(l) = &self.lines {
+            if let Ok(mut p) = l.lock() {
+                p.done += n;
+                if p.last.elapsed() >= LINE_EVERY {
+                    p.last = std::time::Instant::now();
+                    self.line(&p);
+                }
+            }
+        }
     }
     fn finish(&self) {
         self.bar.finish_and_clear();
+        if let Some(l) = &self.lines {
+            if let Ok(p) = l.lock() {
+                self.line(&p);
+            }
+        }
     }
 }
 
@@ -166,12 +227,32 @@ pub fn run(a: EvalArgs) -> Result<ExitCode> {
     if a.rerank_top == 0 {
         bail!("--rerank-top must be at least 1");
     }
-    let show = !a.json && std::io::stderr().is_terminal();
+    let show = match (a.json, std::io::stderr().is_terminal()) {
+        (true, _) => Show::Nothing,
+        (false, true) => Show::Bar,
+        (false, false) => Show::Lines,
+    };
     let cache_dir = if a.no_cache { None } else { a.eval_cache.clone().or_else(eval::cache::default_dir) };
 
     // Data first: a bad file should fail before minutes of model loading.
     let set = match &a.data {
-        Some(d) => Some(beir::load(d, &a.split)?),
+        Some(d) => {
+            let set = beir::load(d, &a.split)?;
+            Some(if a.max_queries.is_some() || a.max_docs.is_some() {
+                let sub = set.subset(a.max_queries, a.max_docs);
+                eprintln!(
+                    "note: evaluating a subset: {} of {} queries, {} of {} documents (every document judged for \
+                     those queries kept); scores are not comparable with full-set results",
+                    sub.queries.len(),
+                    set.queries.len(),
+                    sub.corpus.ids.len(),
+                    set.corpus.ids.len()
+                );
+                sub
+            } else {
+                set
+            })
+        }
         None => None,
     };
     let sts_set = match &a.sts {
@@ -218,7 +299,7 @@ fn evaluate_model(
     reranker: Option<&Engine>,
     cache_dir: Option<&Path>,
     depth: usize,
-    show: bool,
+    show: Show,
 ) -> Result<ModelResult> {
     let t_all = Instant::now();
     let mut timing = Timing::default();

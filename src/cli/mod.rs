@@ -35,6 +35,13 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// Whether this run is `embedrank serve` (a long-lived server, not a printing command).
+    pub fn is_serve(&self) -> bool {
+        matches!(self.command, Command::Serve(_))
+    }
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Embed texts; JSON lines (or JSON, or .npy) out.

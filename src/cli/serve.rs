@@ -65,7 +65,8 @@ pub struct ServeArgs {
     /// A request head must arrive within this (also the idle keep-alive time; default 10s).
     #[arg(long)]
     pub header_timeout: Option<String>,
-    /// A request body must arrive within this, else 408 (default 30s).
+    /// A request body must arrive within this, else 408; an answer the client reads nothing of for
+    /// this long is dropped (default 30s).
     #[arg(long)]
     pub body_timeout: Option<String>,
     /// Open connections at most (default 1024); past it idle ones are closed, else 503.

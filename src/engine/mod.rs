@@ -235,6 +235,11 @@ impl Engine {
         let mut prof = profile::start(&self.device)?;
         let out = pool::pool(&h, b, pooling, prompt_len)?;
         profile::mark(&mut prof, "pool + download")?;
+        // NaN or infinity would go out as `null` or as a vector that compares equal to nothing:
+        // an error, not an answer.
+        if out.iter().any(|v| v.iter().any(|x| !x.is_finite())) {
+            return Err(Error::NonFinite { what: "embedding" });
+        }
         Ok(out)
     }
 
@@ -243,7 +248,11 @@ impl Engine {
     pub fn score_batch(&self, b: &Batch) -> Result<Vec<f32>> {
         let s = self.model.scores(b, &self.spec.head)?;
         let s = if s.rank() == 2 { s.narrow(1, 0, 1)?.squeeze(1)? } else { s };
-        Ok(s.to_dtype(DType::F32)?.to_vec1()?)
+        let scores: Vec<f32> = s.to_dtype(DType::F32)?.to_vec1()?;
+        if scores.iter().any(|x| !x.is_finite()) {
+            return Err(Error::NonFinite { what: "score" });
+        }
+        Ok(scores)
     }
 }
 

@@ -30,7 +30,17 @@ pub struct RerankResult {
 pub fn tokenize_pairs(engine: &Engine, query: &str, docs: &[String], opts: &RerankOptions) -> Result<Vec<Tokens>> {
     let spec = &engine.spec;
     match (&spec.head, &spec.rerank_template) {
-        (Head::BertClassifier { .. }, _) => engine.tokenizer.encode_pairs(query, docs, !opts.no_truncate),
+        (Head::BertClassifier { .. }, _) => {
+            // A cross-encoder has no instruction slot: ignoring one would score something else than
+            // the caller asked for, as --instruction on a BERT embedder is an error too.
+            if opts.instruction.is_some() {
+                return Err(Error::InvalidInput(format!(
+                    "model `{}` is a cross-encoder and takes no instruction (only Qwen3-Reranker models do)",
+                    spec.name
+                )));
+            }
+            engine.tokenizer.encode_pairs(query, docs, !opts.no_truncate)
+        }
         (Head::Qwen3YesNo { .. } | Head::Qwen3SeqCls, Some(tpl)) => {
             let prefix = engine.tokenizer.encode_plain(&tpl.prefix)?;
             let suffix = engine.tokenizer.encode_plain(&tpl.suffix)?;
@@ -42,10 +52,14 @@ pub fn tokenize_pairs(engine: &Engine, query: &str, docs: &[String], opts: &Rera
                 )));
             }
             let instr = opts.instruction.as_deref().unwrap_or(&tpl.default_instruction);
-            let bodies: Vec<String> = docs.iter().map(|d| tpl.body(instr, query, d)).collect();
-            // The document is at the end of the body, so cutting at the end truncates the document
-            // and never the template.
-            let encoded = engine.tokenizer.encode_within(bodies, max - fixed)?;
+            // The body up to the document, tokenized once for all documents; the document comes
+            // last, so cutting at the end truncates the document and never the template.
+            let whole = tpl.body(instr, query, "");
+            let (head, sep) = match whole.strip_suffix(' ') {
+                Some(h) => (h, " "),
+                None => (whole.as_str(), ""),
+            };
+            let encoded = engine.tokenizer.encode_bodies(head, sep, docs, max - fixed)?;
             encoded
                 .into_iter()
                 .enumerate()

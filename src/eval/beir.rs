@@ -37,6 +37,53 @@ pub struct BeirSet {
     pub missing_docs: usize,
 }
 
+impl BeirSet {
+    /// The first `max_queries` queries (by id) and a corpus of every document judged for them plus the
+    /// corpus's first documents, up to `max_docs` in all (never fewer than the judged ones). The
+    /// subset's corpus fingerprint covers the chosen ids, so cached vectors never mix with the full set's.
+    pub fn subset(&self, max_queries: Option<u64>, max_docs: Option<u64>) -> BeirSet {
+        let nq = max_queries.map_or(self.queries.len(), |n| (n as usize).min(self.queries.len()));
+        let queries: Vec<(String, String)> = self.queries[..nq].to_vec();
+        let qrels: Qrels =
+            queries.iter().filter_map(|(q, _)| self.qrels.get(q).map(|r| (q.clone(), r.clone()))).collect();
+        let judged: HashSet<&str> = qrels.values().flat_map(|r| r.keys().map(String::as_str)).collect();
+        let limit = max_docs.map_or(usize::MAX, |m| m as usize);
+        let mut keep: Vec<bool> = self.corpus.ids.iter().map(|id| judged.contains(id.as_str())).collect();
+        let mut n = keep.iter().filter(|k| **k).count();
+        for k in keep.iter_mut() {
+            if n >= limit {
+                break;
+            }
+            if !*k {
+                *k = true;
+                n += 1;
+            }
+        }
+        let (mut ids, mut texts) = (Vec::new(), Vec::new());
+        let mut hasher = Sha256::new();
+        hasher.update(self.corpus.sha256.as_bytes());
+        for (i, k) in keep.iter().enumerate() {
+            if *k {
+                hasher.update(b"\n");
+                hasher.update(self.corpus.ids[i].as_bytes());
+                ids.push(self.corpus.ids[i].clone());
+                texts.push(self.corpus.texts[i].clone());
+            }
+        }
+        let sha256 = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        let present: HashSet<&str> = ids.iter().map(String::as_str).collect();
+        let missing_docs = judged.iter().filter(|d| !present.contains(**d)).count();
+        BeirSet {
+            dir: self.dir.clone(),
+            split: self.split.clone(),
+            corpus: Corpus { ids, texts, sha256, path: self.corpus.path.clone() },
+            queries,
+            qrels,
+            missing_docs,
+        }
+    }
+}
+
 fn data_err(path: &Path, message: impl Into<String>) -> Error {
     Error::EvalData { path: path.to_path_buf(), message: message.into() }
 }

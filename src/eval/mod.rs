@@ -126,6 +126,20 @@ pub fn corpus_cache_key(engine: &Engine, prompt: &str, corpus_sha256: &str) -> R
         key.push("weights", format!("{}:{}:{}", w.name, w.bytes, w.mtime_ns));
     }
     key.push("dtype", format!("{:?}", engine.dtype));
+    // Compute-path switches change the arithmetic (kernels, integer activations): vectors made under
+    // other settings are never reused. Only the variables that pick a path count.
+    for var in [
+        "EMBEDRANK_CPU_FAST",
+        "EMBEDRANK_PACKED_F32",
+        "EMBEDRANK_QKERNEL",
+        "EMBEDRANK_QKERNEL_INT",
+        "EMBEDRANK_CUDA_KERNELS",
+    ] {
+        if let Some(v) = std::env::var_os(var) {
+            key.push("env", format!("{var}={}", v.to_string_lossy()));
+        }
+    }
+    key.push("quantized_at_load", format!("{:?}", engine.load_quant_bits));
     key.push(
         "device",
         if engine.device.is_cpu() {

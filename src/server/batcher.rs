@@ -1,11 +1,19 @@
 //! Dynamic batching: one worker OS thread per loaded model, fed by a bounded queue.
 //!
-//! Each step the worker takes every waiting request into its active set, gives each one an equal
-//! share of the padded-token budget (so a 10 000-text request cannot starve a one-text request that
-//! arrives after it), sorts the chosen inputs by length into forward passes under the budget, and
+//! Each step the worker takes every waiting request into its active set and picks one pass's worth
+//! of inputs (the padded-token budget): the oldest request first (so none starves), then the ones
+//! with the fewest tokens left (so a one-text request overtakes a 10 000-text one between its
+//! passes), each at most an equal share of the budget; it sorts the chosen inputs by length into
+//! forward passes under the budget, and
 //! answers a request as soon as all its inputs are done. Requests whose client went away are dropped
 //! before their next forward pass. The engine is synchronous and CPU-bound, so it never runs on
 //! the async runtime.
+//!
+//! Admission comes before any work: a request takes a [`Permit`] for its estimated tokens (an
+//! upper bound from its byte lengths) before it is tokenized; when the model already has
+//! `max_queue` requests or `max_queue_tokens` tokens admitted, the answer is 429 at once. The
+//! permit shrinks to the real count after tokenizing and is released when the request is
+//! answered or dropped.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::panic::AssertUnwindSafe;
@@ -52,6 +60,8 @@ struct Job {
     toks: Vec<Tokens>,
     tx: oneshot::Sender<Reply>,
     enqueued: Instant,
+    /// Released when the job is answered or dropped.
+    _permit: Permit,
 }
 
 struct Inbox {
@@ -62,8 +72,10 @@ struct Inbox {
 struct Shared {
     inbox: Mutex<Inbox>,
     ready: Condvar,
-    /// Requests submitted and not yet answered (waiting or running).
+    /// Requests admitted and not yet answered (tokenizing, waiting or running).
     depth: AtomicUsize,
+    /// Tokens reserved by admitted requests.
+    tokens: AtomicUsize,
 }
 
 impl Shared {
@@ -72,38 +84,139 @@ impl Shared {
     }
 }
 
+/// Default padded tokens per forward pass when serving on the CPU (unless `max_batch_tokens` is
+/// set): a pass then takes tens of milliseconds, not seconds, so a short request waits at most
+/// about one such pass behind a long one; CPU throughput does not grow past about this size
+/// (docs/models.md, docs/bench.md).
+pub const SERVE_CPU_MAX_BATCH_TOKENS: usize = 1024;
+
+/// How much work one model admits at once.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueLimits {
+    /// Requests admitted (tokenizing, waiting or running).
+    pub requests: usize,
+    /// Estimated tokens of the admitted requests.
+    pub tokens: usize,
+}
+
+/// A request's place in a model's queue: counted in `max_queue` and `max_queue_tokens` until dropped.
+pub struct Permit {
+    shared: Arc<Shared>,
+    tokens: usize,
+    metrics: Arc<Metrics>,
+    model: Arc<str>,
+}
+
+impl Permit {
+    /// Tokens this permit holds.
+    pub fn tokens(&self) -> usize {
+        self.tokens
+    }
+
+    /// Hold `tokens` instead of the estimate (after tokenizing: usually fewer, which makes room
+    /// for others; more only for text whose normalization grows it, never above the capacity).
+    pub fn resize(&mut self, tokens: usize, capacity: usize) {
+        let tokens = tokens.clamp(1, capacity.max(1));
+        if tokens < self.tokens {
+            self.shared.tokens.fetch_sub(self.tokens - tokens, Ordering::SeqCst);
+        } else {
+            self.shared.tokens.fetch_add(tokens - self.tokens, Ordering::SeqCst);
+        }
+        self.tokens = tokens;
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.shared.tokens.fetch_sub(self.tokens, Ordering::SeqCst);
+        let d = self.shared.depth.fetch_sub(1, Ordering::SeqCst).saturating_sub(1);
+        self.metrics.queue_depth(&self.model, d);
+        super::trim::request_done();
+    }
+}
+
 /// Handle to a model's worker thread. Dropping it lets the worker finish what is queued, then exit.
 pub struct Batcher {
     shared: Arc<Shared>,
-    model: String,
+    model: Arc<str>,
     metrics: Arc<Metrics>,
-    max_queue: usize,
+    limits: QueueLimits,
+    /// Tokenizations running at once for this model: each holds a chunk of tokenizer state, so
+    /// their number (not only their admitted tokens) bounds memory.
+    pub tokenizing: Arc<tokio::sync::Semaphore>,
 }
 
 impl Batcher {
-    pub fn start(engine: Arc<Engine>, model: String, metrics: Arc<Metrics>, max_queue: usize) -> std::io::Result<Self> {
+    pub fn start(
+        engine: Arc<Engine>,
+        model: String,
+        metrics: Arc<Metrics>,
+        limits: QueueLimits,
+    ) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
             inbox: Mutex::new(Inbox { jobs: VecDeque::new(), closed: false }),
             ready: Condvar::new(),
             depth: AtomicUsize::new(0),
+            tokens: AtomicUsize::new(0),
         });
         let worker = Worker { engine, shared: shared.clone(), model: model.clone(), metrics: metrics.clone() };
         std::thread::Builder::new().name(format!("embedrank-worker-{model}")).spawn(move || worker.run())?;
         metrics.queue_depth(&model, 0);
-        Ok(Batcher { shared, model, metrics, max_queue })
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Ok(Batcher {
+            shared,
+            model: model.into(),
+            metrics,
+            limits: QueueLimits { requests: limits.requests.max(1), tokens: limits.tokens.max(1) },
+            tokenizing: Arc::new(tokio::sync::Semaphore::new(cores.max(2))),
+        })
     }
 
-    /// Queue a request; 429 when the model already has `max_queue` requests waiting or running.
-    pub fn submit(&self, work: Work, toks: Vec<Tokens>) -> ApiResult<oneshot::Receiver<Reply>> {
+    pub fn limits(&self) -> QueueLimits {
+        self.limits
+    }
+
+    /// Admit a request of about `estimate` tokens, before any work on it: 429 when the model
+    /// already has `max_queue` requests or `max_queue_tokens` tokens admitted. An estimate above
+    /// the whole capacity is held as the capacity, so such a request runs alone rather than never.
+    pub fn admit(&self, estimate: usize) -> ApiResult<Permit> {
         let prev = self.shared.depth.fetch_add(1, Ordering::SeqCst);
-        if prev >= self.max_queue {
+        if prev >= self.limits.requests {
             self.shared.depth.fetch_sub(1, Ordering::SeqCst);
             return Err(ApiError::overloaded(&self.model));
         }
+        let want = estimate.clamp(1, self.limits.tokens);
+        let mut cur = self.shared.tokens.load(Ordering::SeqCst);
+        loop {
+            if cur + want > self.limits.tokens {
+                self.shared.depth.fetch_sub(1, Ordering::SeqCst);
+                let mut e = ApiError::overloaded(&self.model);
+                e.message = format!(
+                    "model `{}` has too much queued work ({cur} of {} tokens; this request needs about {want}); retry later",
+                    self.model, self.limits.tokens
+                );
+                return Err(e);
+            }
+            match self.shared.tokens.compare_exchange_weak(cur, cur + want, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => break,
+                Err(now) => cur = now,
+            }
+        }
         self.metrics.queue_depth(&self.model, prev + 1);
+        super::trim::request_started();
+        Ok(Permit {
+            shared: self.shared.clone(),
+            tokens: want,
+            metrics: self.metrics.clone(),
+            model: self.model.clone(),
+        })
+    }
+
+    /// Queue an admitted request's tokens for the worker.
+    pub fn submit(&self, work: Work, toks: Vec<Tokens>, permit: Permit) -> ApiResult<oneshot::Receiver<Reply>> {
         let (tx, rx) = oneshot::channel();
         let mut inbox = self.shared.lock();
-        inbox.jobs.push_back(Job { work, toks, tx, enqueued: Instant::now() });
+        inbox.jobs.push_back(Job { work, toks, tx, enqueued: Instant::now(), _permit: permit });
         drop(inbox);
         self.shared.ready.notify_one();
         Ok(rx)
@@ -111,6 +224,11 @@ impl Batcher {
 
     pub fn depth(&self) -> usize {
         self.shared.depth.load(Ordering::SeqCst)
+    }
+
+    /// Tokens reserved by admitted requests.
+    pub fn queued_tokens(&self) -> usize {
+        self.shared.tokens.load(Ordering::SeqCst)
     }
 }
 
@@ -128,6 +246,8 @@ struct Active {
     next: usize,
     done: usize,
     started: bool,
+    /// Tokens of the inputs not yet picked.
+    left: usize,
     vectors: Vec<Vec<f32>>,
     scores: Vec<f32>,
     failed: Option<ApiError>,
@@ -156,12 +276,14 @@ impl Worker {
                     let mut order: Vec<usize> = (0..job.toks.len()).collect();
                     order.sort_by(|&a, &b| job.toks[b].len().cmp(&job.toks[a].len()).then(a.cmp(&b)));
                     let n = job.toks.len();
+                    let left = job.toks.iter().map(|t| t.len().max(1)).sum();
                     Active {
                         job,
                         order,
                         next: 0,
                         done: 0,
                         started: false,
+                        left,
                         vectors: vec![Vec::new(); n],
                         scores: vec![0.0; n],
                         failed: None,
@@ -172,7 +294,6 @@ impl Worker {
             active.retain(|a| {
                 if a.job.tx.is_closed() {
                     self.metrics.dropped(&self.model);
-                    self.finished();
                     false
                 } else {
                     true
@@ -196,11 +317,6 @@ impl Worker {
         tracing::debug!(model = %self.model, "worker stopped");
     }
 
-    fn finished(&self) {
-        let d = self.shared.depth.fetch_sub(1, Ordering::SeqCst).saturating_sub(1);
-        self.metrics.queue_depth(&self.model, d);
-    }
-
     fn reply(&self, a: Active) {
         let out = match a.failed {
             Some(e) => Err(e),
@@ -212,30 +328,39 @@ impl Worker {
                 }
             },
         };
-        // The receiver may be gone already; nothing to do then.
+        // The receiver may be gone already; nothing to do then. The permit goes with `a.job`.
         let _ = a.job.tx.send(out);
-        self.finished();
     }
 
     /// Choose inputs fairly across active requests, then run them in length-sorted forward passes.
     fn step(&self, active: &mut [Active]) {
         let budget = self.engine.max_batch_tokens;
         let share = (budget / active.len()).max(1);
+        // One pass's worth per step, so requests that arrive meanwhile join at the next pass. The
+        // oldest request goes first (none starves); then the fewest tokens left first, so a short
+        // request overtakes a long one between its passes. Each takes at most its equal share.
+        let oldest = (0..active.len()).min_by_key(|&i| active[i].job.enqueued).unwrap_or(0);
+        let mut turn: Vec<usize> = (0..active.len()).collect();
+        turn.sort_by_key(|&i| (i != oldest, active[i].left, active[i].job.enqueued));
         // key → (job index, row index)
         let mut picks: BTreeMap<usize, Vec<(usize, usize)>> = BTreeMap::new();
-        for (ji, a) in active.iter_mut().enumerate() {
-            if !a.started {
-                a.started = true;
-                self.metrics.observe_time(Hist::QueueSeconds, &self.model, a.job.enqueued.elapsed());
-            }
+        let mut total = 0;
+        for ji in turn {
+            let a = &mut active[ji];
             let mut used = 0;
             while a.next < a.order.len() {
                 let r = a.order[a.next];
                 let len = a.job.toks[r].len().max(1);
-                if used > 0 && used + len > share {
+                if (used > 0 && used + len > share) || (total > 0 && total + len > budget) {
                     break;
                 }
+                if !a.started {
+                    a.started = true;
+                    self.metrics.observe_time(Hist::QueueSeconds, &self.model, a.job.enqueued.elapsed());
+                }
                 used += len;
+                total += len;
+                a.left -= len;
                 picks.entry(a.job.work.key()).or_default().push((ji, r));
                 a.next += 1;
             }

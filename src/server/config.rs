@@ -102,6 +102,16 @@ pub struct ServeConfig {
     /// Requests waiting or running per model before new ones get 429.
     #[serde(default = "default_max_queue")]
     pub max_queue: usize,
+    /// Estimated tokens admitted per model (tokenizing, waiting or running) before new requests
+    /// get 429; reserved before tokenizing, from byte lengths (an upper bound).
+    #[serde(default = "default_max_queue_tokens")]
+    pub max_queue_tokens: usize,
+    /// Inputs per embedding or /tokenize request (TEI's `max_client_batch_size`; OpenAI's 2,048).
+    #[serde(default = "default_max_client_batch_size")]
+    pub max_client_batch_size: usize,
+    /// Documents per rerank request (Cohere allows 1,000).
+    #[serde(default = "default_max_rerank_documents")]
+    pub max_rerank_documents: usize,
     /// Total estimated weight memory of loaded models, e.g. "8GiB"; least recently used models are
     /// unloaded to make room. None: no limit.
     #[serde(default)]
@@ -119,7 +129,8 @@ pub struct ServeConfig {
     #[serde(default)]
     pub cache_dirs: Vec<PathBuf>,
     /// Connection limits (see [`ConnLimits`]): a request head must arrive within `header_timeout`
-    /// (also the idle keep-alive time), its body within `body_timeout`.
+    /// (also the idle keep-alive time), its body within `body_timeout` (which also bounds a write
+    /// of the answer that makes no progress).
     #[serde(default = "default_header_timeout")]
     pub header_timeout: String,
     #[serde(default = "default_body_timeout")]
@@ -162,6 +173,18 @@ fn default_max_connections() -> usize {
 fn default_shutdown_timeout() -> String {
     "30s".into()
 }
+/// 1Mi estimated tokens. Estimates are byte counts (2 to 4 times the real tokens of English) until
+/// a request is tokenized, then its real count: 4 MiB of token ids, and at most about a minute of
+/// all-MiniLM-L6-v2 work on 2 CPU cores (15 to 20 s for typical English).
+fn default_max_queue_tokens() -> usize {
+    1 << 20
+}
+fn default_max_client_batch_size() -> usize {
+    2048
+}
+fn default_max_rerank_documents() -> usize {
+    1000
+}
 
 impl Default for ServeConfig {
     fn default() -> Self {
@@ -176,6 +199,9 @@ impl Default for ServeConfig {
             request_timeout: default_timeout(),
             cors_origins: Vec::new(),
             max_queue: default_max_queue(),
+            max_queue_tokens: default_max_queue_tokens(),
+            max_client_batch_size: default_max_client_batch_size(),
+            max_rerank_documents: default_max_rerank_documents(),
             memory_budget: None,
             device: None,
             dtype: None,
@@ -202,6 +228,15 @@ fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Ve
         OneOrMany::One(s) => vec![s],
         OneOrMany::Many(v) => v,
     })
+}
+
+/// Per-request and per-model caps, checked before any work on a request.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestCaps {
+    pub max_client_batch_size: usize,
+    pub max_rerank_documents: usize,
+    pub max_queue: usize,
+    pub max_queue_tokens: usize,
 }
 
 /// The checked form of the settings that have units.
@@ -254,6 +289,11 @@ impl ServeConfig {
         if self.max_queue == 0 {
             return Err(bad("max_queue must be at least 1".into()));
         }
+        if self.max_queue_tokens == 0 || self.max_client_batch_size == 0 || self.max_rerank_documents == 0 {
+            return Err(bad(
+                "max_queue_tokens, max_client_batch_size and max_rerank_documents must be at least 1".into()
+            ));
+        }
         if self.api_keys.iter().any(|k| k.is_empty()) {
             return Err(bad("API keys must not be empty".into()));
         }
@@ -287,6 +327,15 @@ impl ServeConfig {
             shutdown_timeout: parse_duration(&self.shutdown_timeout)?,
             allow_any_content_type: self.allow_any_content_type,
         })
+    }
+
+    pub fn request_caps(&self) -> RequestCaps {
+        RequestCaps {
+            max_client_batch_size: self.max_client_batch_size,
+            max_rerank_documents: self.max_rerank_documents,
+            max_queue: self.max_queue,
+            max_queue_tokens: self.max_queue_tokens,
+        }
     }
 
     pub fn keep_alive_for(&self, m: &ModelConfig) -> Option<Duration> {

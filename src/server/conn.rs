@@ -2,13 +2,17 @@
 //! must arrive within the header timeout (hyper's `header_read_timeout`, which also closes idle
 //! keep-alive connections), open connections are capped (at the cap the oldest connection that is
 //! not inside a request is closed to make room; when every one is busy the newcomer gets an
-//! immediate `503` with `Retry-After`), and shutdown drains in-flight requests only up to a deadline.
-//! A second SIGTERM/SIGINT during the drain stops at once.
+//! immediate `503` with `Retry-After`), an answer the client stops reading is dropped after the
+//! body timeout without progress ([`WriteStall`]), and shutdown drains in-flight requests only up
+//! to a deadline. A second SIGTERM/SIGINT during the drain stops at once.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -16,7 +20,7 @@ use axum::Router;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinSet;
@@ -186,6 +190,7 @@ pub async fn serve(
                 match conns.admit(id) {
                     Some(slot) => {
                         let (app, conns, http, stop) = (app.clone(), conns.clone(), http.clone(), stop_rx.clone());
+                        let stream = WriteStall::new(stream, limits.body_timeout);
                         tasks.spawn(async move {
                             connection(stream, app, &http, slot.clone(), stop).await;
                             conns.release(id, &slot);
@@ -232,17 +237,17 @@ pub async fn serve(
 
 /// Serve one connection until it ends, is evicted, or (at shutdown) is between requests.
 async fn connection(
-    stream: TcpStream,
+    stream: WriteStall<TcpStream>,
     app: Router,
     http: &hyper::server::conn::http1::Builder,
     slot: Arc<Slot>,
     mut stop: watch::Receiver<bool>,
 ) {
     let svc_slot = slot.clone();
-    let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+    let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| -> Answer {
         let busy = Busy::new(svc_slot.clone());
         let app = app.clone();
-        async move {
+        Box::pin(async move {
             let resp = app.oneshot(req.map(Body::new)).await;
             // Busy until hyper has written and dropped the answer's body.
             Ok::<_, Infallible>(resp.unwrap_or_else(|e| match e {}).map(|b| {
@@ -251,19 +256,22 @@ async fn connection(
                     f
                 }))
             }))
-        }
+        })
     });
-    let conn = http.serve_connection(TokioIo::new(stream), svc);
-    tokio::pin!(conn);
+    let mut conn = http.serve_connection(TokioIo::new(stream), svc);
     let mut stopping = *stop.borrow();
     if stopping {
-        conn.as_mut().graceful_shutdown();
+        Pin::new(&mut conn).graceful_shutdown();
     }
     loop {
         tokio::select! {
-            r = conn.as_mut() => {
-                if let Err(e) = r {
-                    tracing::debug!("connection ended: {e}");
+            r = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => {
+                match r {
+                    // Done after an answer: close the way `refuse` does, so that a request body
+                    // still arriving (after an early 413, say) does not turn the close into a
+                    // reset that destroys the answer before the client read it.
+                    Ok(()) => linger(conn.into_parts().io.into_inner().into_inner()).await,
+                    Err(e) => tracing::debug!("connection ended: {e}"),
                 }
                 return;
             }
@@ -275,11 +283,81 @@ async fn connection(
                     return;
                 }
                 // Finish the request in progress, then close.
-                conn.as_mut().graceful_shutdown();
+                Pin::new(&mut conn).graceful_shutdown();
             }
         }
     }
 }
+
+/// A stream whose writes fail with `TimedOut` once one has made no progress for `limit`: a client
+/// that stops reading its answer (with the socket buffers full) would otherwise hold its
+/// connection, and the answer's memory, for as long as it likes.
+pub struct WriteStall<T> {
+    inner: T,
+    limit: Duration,
+    stalled_since: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<T> WriteStall<T> {
+    pub fn new(inner: T, limit: Duration) -> Self {
+        WriteStall { inner, limit, stalled_since: None }
+    }
+
+    pub fn into_inner(self) -> T {
+        self.inner
+    }
+
+    fn watch<R>(&mut self, cx: &mut Context<'_>, r: Poll<std::io::Result<R>>) -> Poll<std::io::Result<R>> {
+        if r.is_ready() {
+            self.stalled_since = None;
+            return r;
+        }
+        let limit = self.limit;
+        let timer = self.stalled_since.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        if timer.as_mut().poll(cx).is_ready() {
+            self.stalled_since = None;
+            let msg = format!("the client read nothing of the answer for {limit:?}");
+            return Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::TimedOut, msg)));
+        }
+        Poll::Pending
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for WriteStall<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for WriteStall<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.watch(cx, r)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.watch(cx, r)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let r = Pin::new(&mut self.inner).poll_flush(cx);
+        self.watch(cx, r)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let r = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.watch(cx, r)
+    }
+}
+
+/// What the per-connection service returns: boxed, so the connection is `Unpin` and can be taken
+/// apart when it ends (`into_parts`).
+type Answer = Pin<Box<dyn Future<Output = std::result::Result<axum::response::Response, Infallible>> + Send>>;
 
 /// The body of the 503 sent when every connection is busy.
 fn refusal() -> Vec<u8> {
@@ -304,13 +382,19 @@ async fn refuse(mut stream: TcpStream) {
     if !matches!(tokio::time::timeout(t, stream.write_all(&refusal())).await, Ok(Ok(()))) {
         return;
     }
+    linger(stream).await;
+}
+
+/// Half-close, then read and discard what the client still sends (for at most 2 s, 4 MiB): a
+/// close with unread data is a reset, which can reach the client before it read our answer.
+async fn linger(mut stream: TcpStream) {
     let _ = stream.shutdown().await;
-    let mut buf = [0u8; 4096];
-    let _ = tokio::time::timeout(t, async {
+    let mut buf = [0u8; 8192];
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
         let mut total = 0usize;
         while let Ok(n) = stream.read(&mut buf).await {
             total += n;
-            if n == 0 || total > 64 * 1024 {
+            if n == 0 || total > 4 << 20 {
                 break;
             }
         }
@@ -318,15 +402,16 @@ async fn refuse(mut stream: TcpStream) {
     .await;
 }
 
-/// Raise the soft open-file limit to the hard one (each connection is a descriptor); warn when
-/// `max_connections` does not fit under it.
-pub fn raise_fd_limit(max_connections: usize) {
+/// Raise the soft open-file limit to the hard one (each connection is a descriptor) and return
+/// how many connections fit under it: `max_connections`, or fewer (with a warning) when the limit
+/// is too low, so that the cap, not a failing `accept`, decides who waits.
+pub fn raise_fd_limit(max_connections: usize) -> usize {
     #[cfg(unix)]
     {
         // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
         let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
         if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-            return;
+            return max_connections;
         }
         if lim.rlim_cur < lim.rlim_max {
             let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
@@ -336,15 +421,49 @@ pub fn raise_fd_limit(max_connections: usize) {
             }
         }
         // Model files, the listener, refusals in flight, logs: a margin for what is not a connection.
-        let need = (max_connections + MAX_REFUSALS + 128) as libc::rlim_t;
-        if lim.rlim_cur < need {
+        const MARGIN: usize = MAX_REFUSALS + 128;
+        let fit = usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX).saturating_sub(MARGIN).max(1);
+        if fit < max_connections {
             tracing::warn!(
-                "open-file limit {} is below max_connections {max_connections} plus a margin; \
-                 raise it (ulimit -n) or lower --max-connections",
+                "open-file limit {} leaves room for {fit} connections, not max_connections {max_connections}: \
+                 using {fit} (raise the limit with ulimit -n)",
                 lim.rlim_cur
             );
+            return fit;
         }
+        max_connections
     }
     #[cfg(not(unix))]
-    let _ = max_connections;
+    max_connections
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_write_nobody_reads_times_out() {
+        let (a, mut b) = tokio::io::duplex(64);
+        let mut w = WriteStall::new(a, Duration::from_millis(50));
+        // More than the pipe holds, and nobody reads.
+        let err = w.write_all(&[7u8; 1024]).await.expect_err("stalled write");
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        // A reader that keeps up: the same write goes through.
+        let mut w = WriteStall::new(w.inner, Duration::from_secs(60));
+        let reader = tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            let mut total = 0;
+            loop {
+                match b.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => total += n,
+                }
+            }
+            total
+        });
+        // The pipe may still hold bytes of the failed write; the reader drains them too, to the end.
+        w.write_all(&[7u8; 1024]).await.expect("write with a reader");
+        drop(w);
+        assert!(reader.await.unwrap_or(0) >= 1024);
+    }
 }

@@ -83,7 +83,10 @@ impl From<Error> for ApiError {
         let msg = e.to_string();
         match &e {
             Error::InvalidInput(_) => ApiError::invalid(msg),
-            Error::InputTooLong { .. } => {
+            Error::PromptTooLong { .. } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request_error", "prompt_too_long", msg)
+            }
+            Error::InputTooLong { .. } | Error::TextTooLong { .. } => {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", "input_too_long", msg)
             }
             Error::WrongTask { .. } => {

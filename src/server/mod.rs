@@ -13,6 +13,7 @@ pub mod intake;
 pub mod metrics;
 pub mod registry;
 pub mod routes;
+pub mod trim;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -50,8 +51,8 @@ pub type Shared = Arc<AppState>;
 /// In-flight requests are finished before this returns; new connections are refused meanwhile.
 pub async fn serve(cfg: ServeConfig, on_listen: impl FnOnce(SocketAddr)) -> Result<()> {
     let limits = cfg.check()?;
-    let conn_limits = cfg.conn_limits()?;
-    conn::raise_fd_limit(conn_limits.max_connections);
+    let mut conn_limits = cfg.conn_limits()?;
+    conn_limits.max_connections = conn::raise_fd_limit(conn_limits.max_connections);
     let metrics = Arc::new(Metrics::default());
     let reg_cfg = cfg.clone();
     let reg_metrics = metrics.clone();

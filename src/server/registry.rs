@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::batcher::Batcher;
-use super::config::{ModelConfig, ServeConfig};
+use super::batcher::{Batcher, QueueLimits};
+use super::config::{ModelConfig, RequestCaps, ServeConfig};
 use super::errors::{ApiError, ApiResult};
 use super::metrics::Metrics;
 use crate::engine::{DeviceChoice, DtypeChoice, Engine, EngineOptions};
@@ -65,7 +65,8 @@ pub struct Registry {
     pub slots: Vec<Arc<Slot>>,
     names: HashMap<String, usize>,
     budget: Option<u64>,
-    max_queue: usize,
+    /// Per-request and queue caps of every model.
+    pub caps: RequestCaps,
     metrics: Arc<Metrics>,
 }
 
@@ -101,6 +102,10 @@ impl Registry {
             if let Some(d) = dtype {
                 d.apply(&mut opts);
             }
+            // Serving on the CPU: short passes, so short requests are not stuck behind long ones.
+            if opts.max_batch_tokens.is_none() && matches!(opts.device, DeviceChoice::Cpu) {
+                opts.max_batch_tokens = Some(super::batcher::SERVE_CPU_MAX_BATCH_TOKENS);
+            }
             let size = spec.weight_bytes();
             for n in std::iter::once(&m.id).chain(&m.alias) {
                 names.insert(n.clone(), i);
@@ -118,7 +123,7 @@ impl Registry {
                 last_used: Mutex::new(Instant::now()),
             }));
         }
-        Ok(Registry { slots, names, budget, max_queue: cfg.max_queue, metrics })
+        Ok(Registry { slots, names, budget, caps: cfg.request_caps(), metrics })
     }
 
     pub fn names(&self) -> Vec<String> {
@@ -151,8 +156,8 @@ impl Registry {
         self.make_room(slot)?;
         let s = slot.clone();
         let metrics = self.metrics.clone();
-        let max_queue = self.max_queue;
-        let loaded = tokio::task::spawn_blocking(move || load(&s, metrics, max_queue))
+        let queue = QueueLimits { requests: self.caps.max_queue, tokens: self.caps.max_queue_tokens };
+        let loaded = tokio::task::spawn_blocking(move || load(&s, metrics, queue))
             .await
             .map_err(|e| ApiError::internal(format!("model load task failed: {e}")))??;
         let loaded = Arc::new(loaded);
@@ -222,14 +227,14 @@ impl Registry {
     }
 }
 
-fn load(slot: &Slot, metrics: Arc<Metrics>, max_queue: usize) -> ApiResult<Loaded> {
+fn load(slot: &Slot, metrics: Arc<Metrics>, queue: QueueLimits) -> ApiResult<Loaded> {
     let engine = Arc::new(Engine::load(slot.spec.clone(), &slot.opts)?);
     let path = &slot.spec.tokenizer_file;
     let tok_err = |e: String| Error::Tokenizer { path: path.clone(), message: e };
     let mut tokenizer = tokenizers::Tokenizer::from_file(path).map_err(|e| tok_err(e.to_string()))?;
     tokenizer.with_padding(None);
     tokenizer.with_truncation(None).map_err(|e| tok_err(e.to_string()))?;
-    let batcher = Batcher::start(engine.clone(), slot.id().to_string(), metrics, max_queue)
+    let batcher = Batcher::start(engine.clone(), slot.id().to_string(), metrics, queue)
         .map_err(|e| ApiError::internal(format!("cannot start worker thread: {e}")))?;
     Ok(Loaded { engine, batcher, tokenizer })
 }

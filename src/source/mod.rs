@@ -83,7 +83,12 @@ pub fn resolve(reference: &str, opts: &ResolveOptions) -> Result<ResolvedModel> 
         }
     }
     if opts.offline {
-        searched.push("(download skipped: HF_HUB_OFFLINE is set)".into());
+        let why = if offline_from_env() {
+            "HF_HUB_OFFLINE is set"
+        } else {
+            "this command only reads the cache; `embedrank pull` downloads"
+        };
+        searched.push(format!("(not downloaded: {why})"));
         return Err(Error::ModelNotFound { reference: reference.into(), searched });
     }
     let Some(root) = opts.roots.first() else {

@@ -201,6 +201,11 @@ fn evaluate_one(entry: &WantedEntry, inv: &Inventory, default_root: Option<&Path
                 Some(v) => problems.extend(v.problems.iter().cloned()),
                 None => problems.push(format!("revision `{}` is not in the cache", rev.as_deref().unwrap_or("main"))),
             }
+            let mut fix = pull(Some(&r.root));
+            // Found by `status --verify`; a plain pull trusts blobs of the right size.
+            if problems.iter().any(|p| p.contains("corrupt blob")) {
+                fix = fix.replacen("embedrank pull ", "embedrank pull --verify ", 1);
+            }
             WantedStatus {
                 entry: entry.clone(),
                 state: State::Broken,
@@ -209,7 +214,7 @@ fn evaluate_one(entry: &WantedEntry, inv: &Inventory, default_root: Option<&Path
                 variant: v.map(|v| v.variant()),
                 path: v.map(|v| v.path.clone()),
                 problems,
-                fix: Some(pull(Some(&r.root))),
+                fix: Some(fix),
             }
         }
     }

@@ -56,6 +56,12 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
                 ApiError::malformed(format!("cannot read request body: {}", r.body_text()))
             }
         })?;
+        // serde reads a JSON array into a struct field by field; every request body is an object.
+        match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+            Some(b'{') => {}
+            Some(b'[') => return Err(ApiError::malformed("request body must be a JSON object, not an array")),
+            _ => return Err(ApiError::malformed("request body must be a JSON object")),
+        }
         serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| ApiError::malformed(format!("invalid JSON body: {e}")))
     }
 }
@@ -178,6 +184,10 @@ pub async fn embed(st: &Shared, call: EmbedCall) -> ApiResult<Embedded> {
     if n == 0 {
         return Err(ApiError::invalid("input must not be empty"));
     }
+    let caps = st.registry.caps;
+    if n > caps.max_client_batch_size {
+        return Err(too_many(n, "inputs", caps.max_client_batch_size, "max_client_batch_size"));
+    }
     let loaded = st.registry.get(slot).await?;
     let engine = loaded.engine.clone();
     engine.check_dimensions(call.dimensions)?;
@@ -185,39 +195,56 @@ pub async fn embed(st: &Shared, call: EmbedCall) -> ApiResult<Embedded> {
     let model = slot.id().to_string();
     let mut guard = GoneGuard { st, model: model.clone(), armed: true };
     let truncate = call.truncate;
+    // Admission before any work: an upper bound of the tokens from byte lengths.
+    let max = engine.tokenizer.max_length();
+    let estimate: usize = match &inputs {
+        Inputs::Texts(t) => {
+            let fixed = prompt.len() + engine.tokenizer.added_tokens(false) + engine.spec.append_eos.is_some() as usize;
+            t.iter().map(|x| (fixed + x.len()).min(max)).sum()
+        }
+        Inputs::Ids(i) => i.iter().map(|x| x.len().clamp(1, max)).sum(),
+    };
+    let permit = loaded.batcher.admit(estimate)?;
+    let busy = loaded.batcher.tokenizing.clone().acquire_owned().await;
+    let busy = busy.map_err(|_| ApiError::internal("model is shutting down"))?;
     let t0 = Instant::now();
     let eng = engine.clone();
-    let (toks, prompt_len) = tokio::task::spawn_blocking(move || -> ApiResult<(Vec<Tokens>, usize)> {
-        match inputs {
-            Inputs::Texts(texts) => {
-                let opts = EmbedOptions { prompt: prompt.clone(), no_truncate: !truncate, ..Default::default() };
-                let toks = eng.tokenize_texts(&texts, &opts)?;
-                let prompt_len = if eng.spec.pooling_excludes_prompt && !prompt.is_empty() {
-                    eng.tokenizer.prompt_length(&prompt)?
-                } else {
-                    0
-                };
-                Ok((toks, prompt_len))
-            }
-            Inputs::Ids(ids) => {
-                if !prompt.is_empty() {
-                    return Err(ApiError::invalid("prompts and instructions cannot be applied to token-id input"));
+    // The permits travel with the blocking task: a client that goes away does not free its place
+    // while its tokenization still runs.
+    let (toks, prompt_len, mut permit) =
+        tokio::task::spawn_blocking(move || -> ApiResult<(Vec<Tokens>, usize, super::batcher::Permit)> {
+            let _busy = busy;
+            match inputs {
+                Inputs::Texts(texts) => {
+                    let opts = EmbedOptions { prompt: prompt.clone(), no_truncate: !truncate, ..Default::default() };
+                    let toks = eng.tokenize_texts(&texts, &opts)?;
+                    let prompt_len = if eng.spec.pooling_excludes_prompt && !prompt.is_empty() {
+                        eng.tokenizer.prompt_length(&prompt)?
+                    } else {
+                        0
+                    };
+                    Ok((toks, prompt_len, permit))
                 }
-                Ok((token_inputs(&eng, ids, truncate)?, 0))
+                Inputs::Ids(ids) => {
+                    if !prompt.is_empty() {
+                        return Err(ApiError::invalid("prompts and instructions cannot be applied to token-id input"));
+                    }
+                    Ok((token_inputs(&eng, ids, truncate)?, 0, permit))
+                }
             }
-        }
-    })
-    .await
-    .map_err(|e| ApiError::internal(format!("tokenizer task failed: {e}")))??;
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("tokenizer task failed: {e}")))??;
     st.metrics.observe_time(Hist::TokenizeSeconds, &model, t0.elapsed());
     let tokens = toks.iter().map(Tokens::len).sum();
+    permit.resize(tokens, caps.max_queue_tokens);
     let work = Work::Embed {
         prompt_len,
         dimensions: call.dimensions,
         normalize: call.normalize.unwrap_or(engine.spec.normalize),
     };
     guard.armed = false;
-    let rx = loaded.batcher.submit(work, toks)?;
+    let rx = loaded.batcher.submit(work, toks, permit)?;
     match rx.await {
         Ok(Ok(Output::Vectors(vectors))) => Ok(Embedded { model, vectors, tokens }),
         Ok(Ok(Output::Scores(_))) => Err(ApiError::internal("worker returned scores for an embedding request")),
@@ -292,27 +319,55 @@ pub async fn rerank(st: &Shared, call: RerankCall) -> ApiResult<Reranked> {
         }
         .into());
     }
+    let caps = st.registry.caps;
+    if call.documents.len() > caps.max_rerank_documents {
+        return Err(too_many(call.documents.len(), "documents", caps.max_rerank_documents, "max_rerank_documents"));
+    }
     let loaded = st.registry.get(slot).await?;
     let model = slot.id().to_string();
     let instruction = call.instruction.or_else(|| slot.cfg.instruction.clone());
     let mut guard = GoneGuard { st, model: model.clone(), armed: true };
+    // Admission before any work: each pair holds at most the max length, and at most its bytes
+    // plus the template's.
+    let max = loaded.engine.tokenizer.max_length();
+    let fixed = call.query.len()
+        + instruction.as_ref().map_or(0, String::len)
+        + loaded.engine.tokenizer.added_tokens(true)
+        + loaded
+            .engine
+            .spec
+            .rerank_template
+            .as_ref()
+            .map_or(0, |t| t.prefix.len() + t.suffix.len() + t.body(&t.default_instruction, "", "").len());
+    let estimate: usize = call.documents.iter().map(|d| (fixed + d.len()).min(max)).sum();
+    let permit = loaded.batcher.admit(estimate)?;
+    let busy = loaded.batcher.tokenizing.clone().acquire_owned().await;
+    let busy = busy.map_err(|_| ApiError::internal("model is shutting down"))?;
     let t0 = Instant::now();
     let lo = loaded.clone();
     let (query, docs, max_doc, truncate) = (call.query, call.documents, call.max_tokens_per_doc, call.truncate);
-    let (toks, docs) = tokio::task::spawn_blocking(move || -> ApiResult<(Vec<Tokens>, Vec<String>)> {
-        let cut: Vec<String> = match max_doc {
-            Some(n) => docs.iter().map(|d| first_tokens(&lo.tokenizer, d, n)).collect::<ApiResult<_>>()?,
-            None => docs.clone(),
-        };
-        let opts = RerankOptions { instruction, no_truncate: !truncate, ..Default::default() };
-        Ok((engine_rerank::tokenize_pairs(&lo.engine, &query, &cut, &opts)?, docs))
-    })
-    .await
-    .map_err(|e| ApiError::internal(format!("tokenizer task failed: {e}")))??;
+    let (toks, docs, mut permit) =
+        tokio::task::spawn_blocking(move || -> ApiResult<(Vec<Tokens>, Vec<String>, super::batcher::Permit)> {
+            let _busy = busy;
+            let opts = RerankOptions { instruction, no_truncate: !truncate, ..Default::default() };
+            let toks = match max_doc {
+                Some(n) => {
+                    let limit = lo.engine.tokenizer.char_limit();
+                    let cut: Vec<String> =
+                        docs.iter().map(|d| first_tokens(&lo.tokenizer, d, n, limit)).collect::<ApiResult<_>>()?;
+                    engine_rerank::tokenize_pairs(&lo.engine, &query, &cut, &opts)?
+                }
+                None => engine_rerank::tokenize_pairs(&lo.engine, &query, &docs, &opts)?,
+            };
+            Ok((toks, docs, permit))
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("tokenizer task failed: {e}")))??;
     st.metrics.observe_time(Hist::TokenizeSeconds, &model, t0.elapsed());
     let tokens = toks.iter().map(Tokens::len).sum();
+    permit.resize(tokens, caps.max_queue_tokens);
     guard.armed = false;
-    let rx = loaded.batcher.submit(Work::Score { raw: call.raw_scores }, toks)?;
+    let rx = loaded.batcher.submit(Work::Score { raw: call.raw_scores }, toks, permit)?;
     let scores = match rx.await {
         Ok(Ok(Output::Scores(s))) => s,
         Ok(Ok(Output::Vectors(_))) => return Err(ApiError::internal("worker returned vectors for a rerank request")),
@@ -338,7 +393,10 @@ pub async fn rerank(st: &Shared, call: RerankCall) -> ApiResult<Reranked> {
 
 /// The text of `doc` up to the end of its `n`-th token (Cohere's `max_tokens_per_doc`), cut at a
 /// token boundary of the original string so nothing is re-spelled by decoding.
-fn first_tokens(tok: &tokenizers::Tokenizer, doc: &str, n: usize) -> ApiResult<String> {
+fn first_tokens(tok: &tokenizers::Tokenizer, doc: &str, n: usize, char_limit: usize) -> ApiResult<String> {
+    // Cut by characters first, as every text is (the n tokens kept are within the cut for any
+    // normal text): a long document costs no more to cut than a short one.
+    let doc = crate::engine::tokenize::cut_chars(doc, char_limit);
     let enc = tok.encode(doc, false).map_err(|e| ApiError::internal(format!("tokenizer: {e}")))?;
     let offsets = enc.get_offsets();
     if offsets.len() <= n {
@@ -370,6 +428,16 @@ async fn ready(State(st): State<Shared>) -> Response {
 
 async fn metrics(State(st): State<Shared>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], st.metrics.render()).into_response()
+}
+
+/// 413 for a request with more inputs than the server takes at once.
+pub fn too_many(n: usize, what: &str, limit: usize, setting: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "invalid_request_error",
+        "too_many_inputs",
+        format!("{n} {what} in one request; this server takes at most {limit} ({setting}); split the request"),
+    )
 }
 
 /// A short unique id for responses that carry one.

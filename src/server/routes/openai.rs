@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::Json;
 use base64::Engine as _;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::{embed, EmbedCall, Input, JsonBody, PromptChoice};
@@ -34,10 +34,40 @@ pub struct EmbeddingsRequest {
     pub truncate: Option<bool>,
 }
 
+/// The answer, serialized straight from the f32 vectors (shortest text that reads back as the same
+/// f32, e.g. `0.1`, not the f64 widening `0.10000000149011612`), with no JSON tree in between.
+#[derive(Debug, Serialize)]
+pub struct EmbeddingsResponse {
+    pub object: &'static str,
+    pub data: Vec<EmbeddingItem>,
+    pub model: String,
+    pub usage: Usage,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EmbeddingItem {
+    pub object: &'static str,
+    pub index: usize,
+    pub embedding: Embedding,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Embedding {
+    Float(Vec<f32>),
+    Base64(String),
+}
+
+#[derive(Debug, Serialize)]
+pub struct Usage {
+    pub prompt_tokens: usize,
+    pub total_tokens: usize,
+}
+
 pub async fn embeddings(
     State(st): State<Shared>,
     JsonBody(req): JsonBody<EmbeddingsRequest>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EmbeddingsResponse>> {
     let base64 = match req.encoding_format.as_deref() {
         None | Some("float") => false,
         Some("base64") => true,
@@ -54,26 +84,29 @@ pub async fn embeddings(
         truncate: req.truncate.unwrap_or(true),
     };
     let e = embed(&st, call).await?;
-    let data: Vec<Value> = e
+    let data = e
         .vectors
-        .iter()
+        .into_iter()
         .enumerate()
         .map(|(index, v)| {
-            let embedding = if base64 { Value::String(encode_base64(v)) } else { json!(v) };
-            json!({ "object": "embedding", "index": index, "embedding": embedding })
+            let embedding = if base64 { Embedding::Base64(encode_base64(&v)) } else { Embedding::Float(v) };
+            EmbeddingItem { object: "embedding", index, embedding }
         })
         .collect();
-    Ok(Json(json!({
-        "object": "list",
-        "data": data,
-        "model": e.model,
-        "usage": { "prompt_tokens": e.tokens, "total_tokens": e.tokens },
-    })))
+    Ok(Json(EmbeddingsResponse {
+        object: "list",
+        data,
+        model: e.model,
+        usage: Usage { prompt_tokens: e.tokens, total_tokens: e.tokens },
+    }))
 }
 
 /// Standard base64 of the little-endian f32 bytes, as OpenAI and TEI send it.
 pub fn encode_base64(v: &[f32]) -> String {
-    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let mut bytes = Vec::with_capacity(v.len() * 4);
+    for x in v {
+        bytes.extend_from_slice(&x.to_le_bytes());
+    }
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 

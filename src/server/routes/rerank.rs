@@ -2,9 +2,10 @@
 
 use axum::extract::State;
 use axum::Json;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::openai::Usage;
 use super::{rerank, response_id, JsonBody, RerankCall, Reranked};
 use crate::server::errors::ApiResult;
 use crate::server::Shared;
@@ -64,40 +65,72 @@ async fn run(st: &Shared, req: RerankRequest, return_documents_default: bool) ->
     .await
 }
 
-fn results(r: &Reranked) -> Vec<Value> {
-    r.results
-        .iter()
-        .map(|x| match &x.document {
-            Some(d) => json!({ "index": x.index, "relevance_score": x.relevance_score, "document": { "text": d } }),
-            None => json!({ "index": x.index, "relevance_score": x.relevance_score }),
+/// A result, serialized straight from the f32 score.
+#[derive(Debug, Serialize)]
+pub struct Ranked {
+    pub index: usize,
+    pub relevance_score: f32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub document: Option<DocText>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DocText {
+    pub text: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RerankResponse {
+    pub id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object: Option<&'static str>,
+    pub model: String,
+    pub results: Vec<Ranked>,
+    /// Cohere v2's `meta` (no floats in it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub meta: Option<Value>,
+    pub usage: Usage,
+}
+
+fn results(r: Reranked) -> (String, Vec<Ranked>, usize) {
+    let ranked = r
+        .results
+        .into_iter()
+        .map(|x| Ranked {
+            index: x.index,
+            relevance_score: x.relevance_score,
+            document: x.document.map(|text| DocText { text }),
         })
-        .collect()
+        .collect();
+    (r.model, ranked, r.tokens)
 }
 
 /// Jina / Cohere v1 shape; documents are echoed unless `return_documents: false` (Jina's default).
-pub async fn v1(State(st): State<Shared>, JsonBody(req): JsonBody<RerankRequest>) -> ApiResult<Json<Value>> {
-    let r = run(&st, req, true).await?;
-    Ok(Json(json!({
-        "id": response_id("rerank"),
-        "object": "list",
-        "model": r.model,
-        "results": results(&r),
-        "usage": { "prompt_tokens": r.tokens, "total_tokens": r.tokens },
-    })))
+pub async fn v1(State(st): State<Shared>, JsonBody(req): JsonBody<RerankRequest>) -> ApiResult<Json<RerankResponse>> {
+    let (model, results, tokens) = results(run(&st, req, true).await?);
+    Ok(Json(RerankResponse {
+        id: response_id("rerank"),
+        object: Some("list"),
+        model,
+        results,
+        meta: None,
+        usage: Usage { prompt_tokens: tokens, total_tokens: tokens },
+    }))
 }
 
 /// Cohere v2 shape; documents only with `return_documents: true`.
-pub async fn v2(State(st): State<Shared>, JsonBody(req): JsonBody<RerankRequest>) -> ApiResult<Json<Value>> {
-    let r = run(&st, req, false).await?;
-    Ok(Json(json!({
-        "id": response_id("rerank"),
-        "model": r.model,
-        "results": results(&r),
-        "meta": {
+pub async fn v2(State(st): State<Shared>, JsonBody(req): JsonBody<RerankRequest>) -> ApiResult<Json<RerankResponse>> {
+    let (model, results, tokens) = results(run(&st, req, false).await?);
+    Ok(Json(RerankResponse {
+        id: response_id("rerank"),
+        object: None,
+        model,
+        results,
+        meta: Some(json!({
             "api_version": { "version": "2" },
             "billed_units": { "search_units": 1 },
-            "tokens": { "input_tokens": r.tokens, "output_tokens": 0 },
-        },
-        "usage": { "prompt_tokens": r.tokens, "total_tokens": r.tokens },
-    })))
+            "tokens": { "input_tokens": tokens, "output_tokens": 0 },
+        })),
+        usage: Usage { prompt_tokens: tokens, total_tokens: tokens },
+    }))
 }

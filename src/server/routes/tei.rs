@@ -4,10 +4,11 @@
 
 use axum::extract::{Query, State};
 use axum::Json;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::{EmbedCall, Input, JsonBody, PromptChoice, RerankCall};
+use crate::engine::tokenize::cut_chars;
 use crate::server::errors::{ApiError, ApiResult};
 use crate::server::Shared;
 use crate::spec::{Head, Task};
@@ -38,7 +39,7 @@ pub struct EmbedRequest {
 }
 
 /// Vectors only, one per input: `[[...], ...]`. `normalize` defaults to true, as in TEI.
-pub async fn embed_route(st: &Shared, req: EmbedRequest) -> ApiResult<Json<Value>> {
+pub async fn embed_route(st: &Shared, req: EmbedRequest) -> ApiResult<Json<Vec<Vec<f32>>>> {
     check_direction(&req.truncation_direction)?;
     let e = super::embed(
         st,
@@ -52,10 +53,10 @@ pub async fn embed_route(st: &Shared, req: EmbedRequest) -> ApiResult<Json<Value
         },
     )
     .await?;
-    Ok(Json(json!(e.vectors)))
+    Ok(Json(e.vectors))
 }
 
-pub async fn embed(State(st): State<Shared>, JsonBody(req): JsonBody<EmbedRequest>) -> ApiResult<Json<Value>> {
+pub async fn embed(State(st): State<Shared>, JsonBody(req): JsonBody<EmbedRequest>) -> ApiResult<Json<Vec<Vec<f32>>>> {
     embed_route(&st, req).await
 }
 
@@ -75,8 +76,17 @@ pub struct RerankRequest {
     pub model: Option<String>,
 }
 
+/// A TEI rerank result, serialized straight from the f32 score.
+#[derive(Debug, Serialize)]
+pub struct Rank {
+    pub index: usize,
+    pub score: f32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+}
+
 /// `[{"index", "score", "text"?}]`, best first.
-pub async fn rerank(State(st): State<Shared>, JsonBody(req): JsonBody<RerankRequest>) -> ApiResult<Json<Value>> {
+pub async fn rerank(State(st): State<Shared>, JsonBody(req): JsonBody<RerankRequest>) -> ApiResult<Json<Vec<Rank>>> {
     check_direction(&req.truncation_direction)?;
     let r = super::rerank(
         &st,
@@ -93,15 +103,9 @@ pub async fn rerank(State(st): State<Shared>, JsonBody(req): JsonBody<RerankRequ
         },
     )
     .await?;
-    let out: Vec<Value> = r
-        .results
-        .iter()
-        .map(|x| match &x.document {
-            Some(t) => json!({ "index": x.index, "score": x.relevance_score, "text": t }),
-            None => json!({ "index": x.index, "score": x.relevance_score }),
-        })
-        .collect();
-    Ok(Json(json!(out)))
+    Ok(Json(
+        r.results.into_iter().map(|x| Rank { index: x.index, score: x.relevance_score, text: x.document }).collect(),
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -122,14 +126,28 @@ pub struct TokenizeRequest {
     pub model: Option<String>,
 }
 
+/// One token of a /tokenize answer, serialized straight from these fields.
+#[derive(Debug, Serialize)]
+pub struct TokenPiece {
+    pub id: u32,
+    pub text: String,
+    pub special: bool,
+    pub start: Option<usize>,
+    pub stop: Option<usize>,
+}
+
 /// `[[{"id", "text", "special", "start", "stop"}]]` with byte offsets into the (prompted) input.
-pub async fn tokenize(State(st): State<Shared>, JsonBody(req): JsonBody<TokenizeRequest>) -> ApiResult<Json<Value>> {
+/// Inside the same limits as embedding: at most `max_client_batch_size` inputs, each cut to 16
+/// characters per token of the max length, the whole answer's estimated tokens admitted in the
+/// model's queue first (429 when it is full, 413 when one request alone is larger than it).
+pub async fn tokenize(
+    State(st): State<Shared>,
+    JsonBody(req): JsonBody<TokenizeRequest>,
+) -> ApiResult<Json<Vec<Vec<TokenPiece>>>> {
     let slot = match req.model.as_deref() {
         Some(_) => st.registry.find(req.model.as_deref(), Task::Embed)?,
         None => st.registry.slots.first().ok_or_else(|| ApiError::invalid("no models"))?,
     };
-    let loaded = st.registry.get(slot).await?;
-    let prompt = loaded.engine.spec.prompt_for(req.prompt_name.as_deref(), None, None)?;
     let texts = match req.inputs {
         TextOrTexts::One(t) => vec![t],
         TextOrTexts::Many(t) => t,
@@ -137,37 +155,57 @@ pub async fn tokenize(State(st): State<Shared>, JsonBody(req): JsonBody<Tokenize
     if texts.is_empty() {
         return Err(ApiError::invalid("inputs must not be empty"));
     }
+    let caps = st.registry.caps;
+    if texts.len() > caps.max_client_batch_size {
+        return Err(super::too_many(texts.len(), "inputs", caps.max_client_batch_size, "max_client_batch_size"));
+    }
+    let loaded = st.registry.get(slot).await?;
+    let prompt = loaded.engine.spec.prompt_for(req.prompt_name.as_deref(), None, None)?;
     let special = req.add_special_tokens.unwrap_or(true);
-    let out = tokio::task::spawn_blocking(move || -> ApiResult<Vec<Value>> {
+    let limit = loaded.engine.tokenizer.char_limit();
+    // Every token is answered (no truncation here), so the estimate is the cut text's bytes.
+    let fixed = prompt.len() + loaded.engine.tokenizer.added_tokens(false);
+    let estimate: usize = texts.iter().map(|t| fixed + t.len().min(limit.saturating_mul(4))).sum();
+    if estimate > caps.max_queue_tokens {
+        return Err(ApiError::too_large(format!(
+            "this /tokenize request may produce about {estimate} tokens; one request may produce at most \
+             {} (max_queue_tokens); split it",
+            caps.max_queue_tokens
+        )));
+    }
+    let permit = loaded.batcher.admit(estimate)?;
+    let busy = loaded.batcher.tokenizing.clone().acquire_owned().await;
+    let busy = busy.map_err(|_| ApiError::internal("model is shutting down"))?;
+    let out = tokio::task::spawn_blocking(move || -> ApiResult<Vec<Vec<TokenPiece>>> {
+        let _held = (busy, permit);
         texts
             .into_iter()
             .map(|t| {
-                let text = format!("{prompt}{t}");
+                let text = format!("{prompt}{}", cut_chars(&t, limit));
                 let enc = loaded
                     .tokenizer
                     .encode(text.as_str(), special)
                     .map_err(|e| ApiError::internal(format!("tokenizer: {e}")))?;
-                let toks: Vec<Value> = enc
+                Ok(enc
                     .get_ids()
                     .iter()
                     .zip(enc.get_offsets())
                     .zip(enc.get_special_tokens_mask())
                     .zip(enc.get_tokens())
-                    .map(|(((id, &(start, stop)), &sp), piece)| {
-                        let is_special = sp == 1;
-                        let piece_text =
-                            if is_special { piece.clone() } else { text.get(start..stop).unwrap_or(piece).to_string() };
-                        let (start, stop) = if is_special { (None, None) } else { (Some(start), Some(stop)) };
-                        json!({ "id": id, "text": piece_text, "special": is_special, "start": start, "stop": stop })
+                    .map(|(((&id, &(start, stop)), &sp), piece)| {
+                        let special = sp == 1;
+                        let text =
+                            if special { piece.clone() } else { text.get(start..stop).unwrap_or(piece).to_string() };
+                        let (start, stop) = if special { (None, None) } else { (Some(start), Some(stop)) };
+                        TokenPiece { id, text, special, start, stop }
                     })
-                    .collect();
-                Ok(Value::Array(toks))
+                    .collect())
             })
             .collect()
     })
     .await
     .map_err(|e| ApiError::internal(format!("tokenizer task failed: {e}")))??;
-    Ok(Json(Value::Array(out)))
+    Ok(Json(out))
 }
 
 #[derive(Debug, Deserialize)]
@@ -197,7 +235,9 @@ pub async fn info(State(st): State<Shared>, Query(q): Query<InfoQuery>) -> ApiRe
         "model_type": model_type,
         "max_input_length": spec.max_length,
         "max_batch_tokens": slot.max_batch_tokens(),
-        "max_client_batch_size": null,
+        "max_client_batch_size": st.registry.caps.max_client_batch_size,
+        "max_rerank_documents": st.registry.caps.max_rerank_documents,
+        "max_queue_tokens": st.registry.caps.max_queue_tokens,
         "auto_truncate": true,
         "version": env!("CARGO_PKG_VERSION"),
         "models": st.registry.names(),
