@@ -6,3 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 cargo test --all-targets "$@"
+# The Python package (python/, docs/python.md): built into .venv in debug mode (the dev profile
+# optimizes the dependencies already; --release would add minutes), then its tests, which compare
+# it with the CLI built above.
+VIRTUAL_ENV="$PWD/.venv" .venv/bin/maturin develop --quiet -m python/Cargo.toml
+.venv/bin/python -m pytest -q python/tests
