@@ -239,7 +239,7 @@ impl Run<'_> {
             ("embedrank.model".to_string(), self.man.identity.model.clone()),
             ("embedrank.revision".to_string(), self.man.identity.revision.clone().unwrap_or_default()),
         ];
-        write::write_part(&tmp, &c.ids, &vectors, dim, self.o.vector_type, &self.o.input.keep, &c.keep, &meta)?;
+        write::write_part(&tmp, &c.ids, &vectors, dim, self.o.vector_type, (&self.o.input.keep, &c.keep), &meta)?;
         self.store.commit(&name, &tmp)?;
         let r = self.o.part_rows;
         self.man.parts.push(Part {

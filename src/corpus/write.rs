@@ -38,15 +38,14 @@ fn parquet_err(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::Storage { location: path.display().to_string(), message: e.to_string() }
 }
 
-/// Write one part to `path`.
+/// Write one part to `path`; `keep` is the passthrough column names and each row's values.
 pub fn write_part(
     path: &Path,
     ids: &[String],
     vectors: &[Vec<f32>],
     dim: usize,
     ty: VectorType,
-    keep_names: &[String],
-    keep: &[Vec<Option<String>>],
+    (keep_names, keep): (&[String], &[Vec<Option<String>>]),
     metadata: &[(String, String)],
 ) -> Result<()> {
     let width = if ty == VectorType::Binary { dim.div_ceil(8) } else { dim };
