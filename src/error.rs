@@ -82,6 +82,10 @@ pub enum Error {
     #[error("{}: already exists (use --force to replace it)", path.display())]
     OutputExists { path: PathBuf },
 
+    /// A corpus job's storage (a local folder or an object store) failed or holds something unusable.
+    #[error("{location}: {message}")]
+    Storage { location: String, message: String },
+
     /// The HTTP server could not start or stopped with an error.
     #[error("server: {0}")]
     Server(String),

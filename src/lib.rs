@@ -6,6 +6,7 @@
 
 pub mod bench;
 pub mod convert;
+pub mod corpus;
 pub mod engine;
 pub mod error;
 pub mod eval;

@@ -42,14 +42,18 @@ pub struct EmbedArgs {
     /// Fail on inputs longer than the max length instead of truncating.
     #[arg(long)]
     pub no_truncate: bool,
-    /// Read inputs from FILE (- for stdin): JSON lines with "text", or plain lines.
+    /// Read inputs from FILE (- for stdin): JSON lines with "text", or plain lines. With --output
+    /// DIR (a job): files, folders, quoted globs or s3:// URLs, repeatable.
     #[arg(long, value_name = "FILE")]
-    pub input: Option<PathBuf>,
+    pub input: Vec<String>,
     #[arg(long, value_enum, default_value_t = Format::Jsonl)]
     pub format: Format,
-    /// Output file (required for npy; default stdout).
+    /// Output file (required for npy; default stdout). A folder (existing, ending in /, or
+    /// s3://bucket/prefix) runs a resumable corpus job writing Parquet parts (docs/corpus.md).
     #[arg(short, long)]
     pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub job: super::corpus::JobArgs,
     /// Texts to embed.
     pub texts: Vec<String>,
 }
@@ -58,10 +62,17 @@ pub fn run(a: EmbedArgs) -> Result<ExitCode> {
     if a.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
+    if let Some(out) = a.output.as_deref().filter(|o| super::corpus::is_job_output(o)) {
+        return super::corpus::run(&a, out);
+    }
+    a.job.reject_without_folder()?;
+    if a.input.len() > 1 {
+        bail!("several --input need --output DIR (a corpus job)");
+    }
     if matches!(a.format, Format::Npy) && a.output.is_none() {
         bail!("--format npy needs --output FILE");
     }
-    let texts = input::texts(&a.texts, a.input.as_deref())?;
+    let texts = input::texts(&a.texts, a.input.first().map(std::path::Path::new))?;
     let engine = a.model.engine()?;
     let prompt = engine.spec.prompt_for(a.prompt_name.as_deref(), a.prompt.as_deref(), a.instruction.as_deref())?;
     let opts = EmbedOptions {

@@ -4,6 +4,7 @@ mod backends;
 mod bench;
 mod check;
 mod convert;
+mod corpus;
 mod embed;
 mod eval;
 mod input;
