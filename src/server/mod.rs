@@ -13,6 +13,7 @@ pub mod intake;
 pub mod metrics;
 pub mod registry;
 pub mod routes;
+pub mod token_ids;
 pub mod trim;
 
 use std::net::SocketAddr;

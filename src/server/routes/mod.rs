@@ -21,6 +21,7 @@ use super::batcher::{Output, Work};
 use super::errors::{ApiError, ApiResult};
 use super::metrics::Hist;
 use super::registry::Loaded;
+use super::token_ids::TokenIds;
 use super::Shared;
 use crate::engine::{rerank as engine_rerank, EmbedOptions, RerankOptions, RerankResult, Tokens};
 use crate::spec::{Arch, Task};
@@ -101,9 +102,19 @@ pub struct PromptChoice {
     pub input_type: Option<String>,
 }
 
+/// Whose vocabulary token-id input is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdsFrom {
+    /// The model's `token_ids` setting decides (OpenAI routes).
+    Configured,
+    /// The model's own ids (TEI's semantics).
+    Model,
+}
+
 pub struct EmbedCall {
     pub model: Option<String>,
     pub input: Input,
+    pub ids_from: IdsFrom,
     pub prompt: PromptChoice,
     pub dimensions: Option<usize>,
     pub normalize: Option<bool>,
@@ -176,7 +187,7 @@ pub async fn embed(st: &Shared, call: EmbedCall) -> ApiResult<Embedded> {
     if call.dimensions == Some(0) {
         return Err(ApiError::invalid("dimensions must be at least 1"));
     }
-    let inputs = call.input.into_inputs();
+    let mut inputs = call.input.into_inputs();
     let n = match &inputs {
         Inputs::Texts(t) => t.len(),
         Inputs::Ids(i) => i.len(),
@@ -191,6 +202,22 @@ pub async fn embed(st: &Shared, call: EmbedCall) -> ApiResult<Embedded> {
     let loaded = st.registry.get(slot).await?;
     let engine = loaded.engine.clone();
     engine.check_dimensions(call.dimensions)?;
+    if let (Inputs::Ids(rows), IdsFrom::Configured) = (&inputs, call.ids_from) {
+        match slot.cfg.token_ids.unwrap_or_default() {
+            TokenIds::Openai => {
+                // A few bytes past what the tokenizer keeps, so an over-long input stays over-long.
+                let limit = engine.tokenizer.char_limit().saturating_mul(4).saturating_add(4);
+                inputs = Inputs::Texts(super::token_ids::decode_openai(rows, limit)?);
+            }
+            TokenIds::Model => {}
+            TokenIds::Reject => {
+                return Err(ApiError::invalid(format!(
+                    "model `{}` does not take token ids (token_ids = \"reject\"); send text",
+                    slot.id()
+                )))
+            }
+        }
+    }
     let prompt = resolve_prompt(&loaded, slot.cfg.instruction.as_deref(), &call.prompt)?;
     let model = slot.id().to_string();
     let mut guard = GoneGuard { st, model: model.clone(), armed: true };

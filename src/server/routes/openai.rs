@@ -78,6 +78,7 @@ pub async fn embeddings(
     let call = EmbedCall {
         model: req.model,
         input: req.input,
+        ids_from: super::IdsFrom::Configured,
         prompt: PromptChoice { prompt_name: req.prompt_name, instruction: req.instruction, input_type: req.input_type },
         dimensions: req.dimensions,
         normalize: None,

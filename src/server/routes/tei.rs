@@ -46,6 +46,7 @@ pub async fn embed_route(st: &Shared, req: EmbedRequest) -> ApiResult<Json<Vec<V
         EmbedCall {
             model: req.model,
             input: req.inputs,
+            ids_from: super::IdsFrom::Model,
             prompt: PromptChoice { prompt_name: req.prompt_name, ..Default::default() },
             dimensions: req.dimensions,
             normalize: Some(req.normalize.unwrap_or(true)),
