@@ -1,8 +1,10 @@
 //! Route table and the parts every API shares: JSON bodies with JSON errors, embedding and
 //! reranking through the model's batcher, health, readiness and metrics.
 
+pub mod cohere;
 pub mod openai;
 pub mod rerank;
+pub mod root;
 pub mod tei;
 
 use std::sync::atomic::Ordering;
@@ -40,6 +42,11 @@ pub fn routes() -> Router<Shared> {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
+        .route("/", get(root::describe).post(root::task))
+        .route("/invocations", post(root::task))
+        .route("/predict", post(root::predict))
+        .route("/v1/embed", post(cohere::embed_v1))
+        .route("/v2/embed", post(cohere::embed_v2))
 }
 
 /// A JSON body whose errors are JSON too: 413 over the payload limit, 400 when it does not parse
@@ -50,21 +57,38 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|r| {
+        let RawBody(bytes) = RawBody::from_request(req, state).await?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// The body's bytes with [`JsonBody`]'s errors, for routes that look at a body before picking
+/// its type (`POST /`).
+pub struct RawBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        Bytes::from_request(req, state).await.map(RawBody).map_err(|r| {
             if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::too_large("request body is larger than the server's payload limit")
             } else {
                 ApiError::malformed(format!("cannot read request body: {}", r.body_text()))
             }
-        })?;
-        // serde reads a JSON array into a struct field by field; every request body is an object.
-        match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
-            Some(b'{') => {}
-            Some(b'[') => return Err(ApiError::malformed("request body must be a JSON object, not an array")),
-            _ => return Err(ApiError::malformed("request body must be a JSON object")),
-        }
-        serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| ApiError::malformed(format!("invalid JSON body: {e}")))
+        })
     }
+}
+
+/// A JSON object body into `T`; 400 with the reason otherwise.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
+    // serde reads a JSON array into a struct field by field; every request body is an object.
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => {}
+        Some(b'[') => return Err(ApiError::malformed("request body must be a JSON object, not an array")),
+        _ => return Err(ApiError::malformed("request body must be a JSON object")),
+    }
+    serde_json::from_slice(bytes).map_err(|e| ApiError::malformed(format!("invalid JSON body: {e}")))
 }
 
 /// Embedding input: string | string[] | int[] | int[][] (token ids).
@@ -147,9 +171,15 @@ fn resolve_prompt(loaded: &Loaded, default_instruction: Option<&str>, p: &Prompt
                 }
             }
             "document" | "search_document" | "passage" => name = Some("document".into()),
+            // Cohere's other input types: the model's prompt of that name, else none.
+            "classification" | "clustering" if p.instruction.is_none() => match spec.prompts.contains_key(t) {
+                true => name = Some(t.into()),
+                false => return Ok(String::new()),
+            },
             other => {
                 return Err(ApiError::invalid(format!(
-                    "input_type must be `query` or `document` (or search_query / search_document), got `{other}`"
+                    "input_type must be `query` or `document` (or search_query / search_document / \
+                     classification / clustering), got `{other}`"
                 )))
             }
         }
