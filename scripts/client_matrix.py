@@ -292,14 +292,14 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True, help="the embedrank binary")
     ap.add_argument("--cache-dir", required=True, help="hub cache holding the embedder")
-    ap.add_argument("--model", default=MINILM, help="the embedder (default all-MiniLM-L6-v2)")
+    ap.add_argument("--model", help="the embedder (default sentence-transformers/all-MiniLM-L6-v2)")
     ap.add_argument("--cross-encoder", required=True, help="a cross-encoder folder (served as `ce`)")
     ap.add_argument("--tiktoken-cache", help="TIKTOKEN_CACHE_DIR holding cl100k_base (else tiktoken downloads it)")
     ap.add_argument("--serve-arg", action="append", default=[], help="extra `embedrank serve` argument (repeatable)")
     ap.add_argument("--only", action="append", default=[], help="run only these client groups (e.g. langchain_openai)")
     a = ap.parse_args()
     global MINILM
-    MINILM = a.model
+    MINILM = a.model or MINILM
     if a.tiktoken_cache:
         os.environ["TIKTOKEN_CACHE_DIR"] = a.tiktoken_cache
     # The clients must not reach the real services, whatever the environment says.

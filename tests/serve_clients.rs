@@ -92,3 +92,73 @@ fn every_client_agrees_with_the_cli() {
     assert!(row.contains("FAIL"), "{out}");
     assert!(out.lines().any(|l| l.contains("check_embedding_ctx_length=False") && l.contains("pass")), "{out}");
 }
+
+/// The routes behind the matrix, by hand: token_ids modes, TEI's task routes, Cohere embed's
+/// refusals.
+#[test]
+fn token_id_modes_task_routes_and_cohere_refusals() {
+    use serde_json::json;
+    let ce = common::tiny_dir().join("tiny-bert-cross-encoder");
+    let ce_arg = format!("ce={}", ce.display());
+    let bpe = tiktoken_rs::cl100k_base().expect("cl100k");
+    let cl100k = bpe.encode_ordinary("hello world");
+    let model_ids = vec![101u32, 7592, 2088, 102]; // MiniLM's [CLS] hello world [SEP]
+
+    let srv = Server::start(&["--model", MINILM, "--model", &ce_arg, "--token-ids", "reject"]);
+    let (c, b) = srv.post("/v1/embeddings", &json!({"input": [cl100k]}));
+    assert_eq!(c, 422, "{b}");
+    assert!(b["error"]["message"].as_str().unwrap_or_default().contains("token_ids"), "{b}");
+    // TEI's /embed keeps the model's own ids whatever the setting.
+    let (c, plain) = srv.post("/embed", &json!({"inputs": "hello world"}));
+    assert_eq!(c, 200, "{plain}");
+    let (c, b) = srv.post("/embed", &json!({"inputs": [model_ids.clone()]}));
+    assert_eq!(c, 200, "{b}");
+    assert_eq!(b, plain);
+
+    // GET / describes; POST / and /invocations answer by body and model task.
+    let (c, b) = srv.get("/");
+    assert_eq!(c, 200, "{b}");
+    assert_eq!(b["name"], "embedrank");
+    assert_eq!(b["models"][1]["task"], "rerank");
+    let (c, b) = srv.post("/", &json!({"inputs": "hello world"}));
+    assert_eq!((c, &b), (200, &plain));
+    let (c, b) = srv.post("/invocations", &json!({"query": "q", "texts": ["a", "b"]}));
+    assert_eq!(c, 200, "{b}");
+    assert_eq!(b.as_array().map(Vec::len), Some(2), "{b}");
+    let (c, b) = srv.post("/", &json!({"model": "ce", "inputs": [["q", "a"], ["q", "b"], ["x", "b"]]}));
+    assert_eq!(c, 200, "{b}");
+    assert_eq!(b.as_array().map(Vec::len), Some(3), "{b}");
+    assert_eq!(b[0][0]["label"], "LABEL_0", "{b}");
+    let (c, one) = srv.post("/predict", &json!({"model": "ce", "inputs": ["q", "a"]}));
+    assert_eq!(c, 200, "{one}");
+    assert_eq!(one[0]["score"], b[0][0]["score"], "a pair alone scores as in a batch");
+    let (c, b) = srv.post("/predict", &json!({"model": "ce", "inputs": [["only one"]]}));
+    assert_eq!(c, 422, "{b}");
+
+    // Cohere embed refusals are typed 4xx.
+    for body in [
+        json!({"texts": ["x"], "truncate": "START"}),
+        json!({"texts": ["x"], "truncate": "MIDDLE"}),
+        json!({"texts": ["x"], "embedding_types": ["int4"]}),
+        json!({"texts": ["x"], "embedding_types": []}),
+        json!({"texts": ["x"], "input_type": "sideways"}),
+        json!({"images": ["data:image/png;base64,AAAA"]}),
+        json!({"texts": ["x"], "output_dimension": 4096}),
+    ] {
+        let (c, b) = srv.post("/v2/embed", &body);
+        assert_eq!(c, 422, "{body}: {b}");
+        assert_eq!(b["error"]["code"], "invalid_value", "{body}: {b}");
+    }
+    let long = "word ".repeat(400);
+    let (c, b) = srv.post("/v1/embed", &json!({"texts": [long], "truncate": "NONE"}));
+    assert_eq!(c, 413, "{b}");
+    drop(srv);
+
+    // token_ids = "model": OpenAI-route ids are the model's own (the old behaviour).
+    let srv = Server::start(&["--model", MINILM, "--token-ids", "model"]);
+    let (c, b) = srv.post("/v1/embeddings", &json!({"input": [model_ids]}));
+    assert_eq!(c, 200, "{b}");
+    assert_eq!(b["data"][0]["embedding"], plain[0]);
+    let (c, b) = srv.post("/v1/embeddings", &json!({"input": [cl100k]}));
+    assert!(c == 422 || b["data"][0]["embedding"] != plain[0], "cl100k ids taken as the model's: {b}");
+}
