@@ -98,6 +98,13 @@ mod tests {
     }
 
     #[test]
+    fn config_key() {
+        let m: crate::server::ModelConfig = toml::from_str("id = \"m\"\ntoken_ids = \"reject\"").unwrap();
+        assert_eq!(m.token_ids, Some(TokenIds::Reject));
+        assert!(toml::from_str::<crate::server::ModelConfig>("id = \"m\"\ntoken_ids = \"tiktoken\"").is_err());
+    }
+
+    #[test]
     fn parse_modes() {
         assert_eq!(TokenIds::parse("model").unwrap(), TokenIds::Model);
         assert!(TokenIds::parse("tiktoken").is_err());
