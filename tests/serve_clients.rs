@@ -162,3 +162,65 @@ fn token_id_modes_task_routes_and_cohere_refusals() {
     let (c, b) = srv.post("/v1/embeddings", &json!({"input": [cl100k]}));
     assert!(c == 422 || b["data"][0]["embedding"] != plain[0], "cl100k ids taken as the model's: {b}");
 }
+
+/// `/openapi.json` describes every route from the handlers' own types, and `/docs` renders it in
+/// a real headless browser (Debian's chromium, installed by scripts/setup.sh). Both are public
+/// like /health, since a browser cannot send the bearer key.
+#[test]
+fn openapi_document_and_docs_page_render_in_chromium() {
+    let srv = Server::start(&["--model", MINILM, "--api-key", "sk-docs"]);
+    let (c, doc) = srv.get("/openapi.json");
+    assert_eq!(c, 200, "{doc}");
+    assert!(doc["openapi"].as_str().unwrap_or_default().starts_with("3.1"), "{}", doc["openapi"]);
+    let paths = doc["paths"].as_object().expect("paths");
+    for (method, path) in [
+        ("post", "/v1/embeddings"),
+        ("post", "/v1/rerank"),
+        ("post", "/v2/rerank"),
+        ("post", "/v1/embed"),
+        ("post", "/v2/embed"),
+        ("post", "/embed"),
+        ("post", "/rerank"),
+        ("post", "/predict"),
+        ("post", "/tokenize"),
+        ("post", "/"),
+        ("get", "/"),
+        ("post", "/invocations"),
+        ("get", "/info"),
+        ("get", "/v1/models"),
+        ("get", "/health"),
+        ("get", "/ready"),
+        ("get", "/metrics"),
+    ] {
+        assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} missing");
+    }
+    let schemas = &doc["components"]["schemas"];
+    for (name, field) in [
+        ("EmbeddingsRequest", "dimensions"),
+        ("CohereEmbedRequest", "embedding_types"),
+        ("TeiEmbedRequest", "truncation_direction"),
+        ("RerankRequest", "max_tokens_per_doc"),
+        ("TeiRerankRequest", "raw_scores"),
+    ] {
+        assert!(schemas[name]["properties"].get(field).is_some(), "{name}.{field}: {}", schemas[name]);
+    }
+
+    let chromium = ["chromium", "chromium-browser"]
+        .into_iter()
+        .find(|c| Command::new(c).arg("--version").output().is_ok_and(|o| o.status.success()))
+        .expect("no chromium: run scripts/setup.sh (apt-get install chromium)");
+    let profile = tempfile::tempdir().expect("tmp");
+    let out = Command::new(chromium)
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=20000"])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg("--dump-dom")
+        .arg(srv.url("/docs"))
+        .output()
+        .expect("run chromium");
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "chromium failed: {}", String::from_utf8_lossy(&out.stderr));
+    let count = paths.values().map(|p| p.as_object().map_or(0, |m| m.len())).sum::<usize>();
+    assert!(dom.contains(&format!("data-count=\"{count}\"")), "page did not render {count} operations:\n{dom}");
+    assert!(dom.contains("data-op=\"POST /v2/embed\""), "{dom}");
+    assert!(dom.contains("CohereEmbedRequest"), "{dom}");
+}

@@ -20,7 +20,8 @@ use super::{embed, response_id, EmbedCall, IdsFrom, Input, JsonBody, PromptChoic
 use crate::server::errors::{ApiError, ApiResult};
 use crate::server::Shared;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = CohereEmbedRequest)]
 pub struct EmbedRequest {
     #[serde(default)]
     pub model: Option<String>,
@@ -28,8 +29,10 @@ pub struct EmbedRequest {
     pub texts: Option<Vec<String>>,
     /// Cohere's image input; refused with a clear message (text models only).
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub images: Option<serde::de::IgnoredAny>,
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub inputs: Option<serde::de::IgnoredAny>,
     #[serde(default)]
     pub input_type: Option<String>,
@@ -75,7 +78,7 @@ impl Kind {
 }
 
 /// The embeddings of each requested type, serialized straight from the typed vectors.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
 pub struct ByType {
     #[serde(rename = "float", skip_serializing_if = "Option::is_none")]
     pub float: Option<Vec<Vec<f32>>>,
@@ -91,7 +94,7 @@ pub struct ByType {
     pub base64: Option<Vec<String>>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum Embeddings {
     /// v1 without `embedding_types`: a plain list of float vectors.
@@ -99,26 +102,29 @@ pub enum Embeddings {
     ByType(ByType),
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Meta {
     pub api_version: ApiVersion,
     pub billed_units: Billed,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ApiVersion {
+    #[schema(value_type = String)]
     pub version: &'static str,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Billed {
     pub input_tokens: usize,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = CohereEmbedResponse)]
 pub struct EmbedResponse {
     pub id: String,
     /// v1's discriminator (`embeddings_floats` | `embeddings_by_type`); v2 sends it too, as Cohere.
+    #[schema(value_type = String)]
     pub response_type: &'static str,
     pub embeddings: Embeddings,
     pub texts: Vec<String>,

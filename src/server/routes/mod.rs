@@ -3,6 +3,7 @@
 
 pub mod cohere;
 pub mod openai;
+pub mod openapi;
 pub mod rerank;
 pub mod root;
 pub mod tei;
@@ -47,6 +48,8 @@ pub fn routes() -> Router<Shared> {
         .route("/predict", post(root::predict))
         .route("/v1/embed", post(cohere::embed_v1))
         .route("/v2/embed", post(cohere::embed_v2))
+        .route("/openapi.json", get(openapi::json))
+        .route("/docs", get(openapi::page))
 }
 
 /// A JSON body whose errors are JSON too: 413 over the payload limit, 400 when it does not parse
@@ -92,7 +95,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
 }
 
 /// Embedding input: string | string[] | int[] | int[][] (token ids).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum Input {
     Text(String),

@@ -58,14 +58,14 @@ pub async fn predict(State(st): State<Shared>, JsonBody(req): JsonBody<PredictRe
     Ok(predict_route(&st, req).await?.into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum PredictInputs {
     Pair(Vec<String>),
     Pairs(Vec<Vec<String>>),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct PredictRequest {
     pub inputs: PredictInputs,
     #[serde(default)]
@@ -77,13 +77,14 @@ pub struct PredictRequest {
 }
 
 /// One label's score, serialized straight from the f32.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LabelScore {
+    #[schema(value_type = String)]
     pub label: &'static str,
     pub score: f32,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum Predictions {
     One(Vec<LabelScore>),
