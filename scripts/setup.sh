@@ -8,4 +8,8 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 # Small, pure-Python tools only; PyTorch/MLX are needed only to regenerate fixtures.
 .venv/bin/pip install --quiet --disable-pip-version-check -r scripts/requirements-ci.txt
+# tests/serve_clients.rs renders /docs in a headless browser (Debian's chromium).
+if ! command -v chromium >/dev/null; then
+  if [[ $(id -u) == 0 ]]; then apt-get install -y --no-install-recommends chromium; else sudo apt-get install -y --no-install-recommends chromium; fi
+fi
 ./scripts/fetch-test-models.sh

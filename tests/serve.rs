@@ -86,13 +86,22 @@ fn openai_and_tei_embeddings_match_the_engine() {
     assert_eq!(got[0].len(), 64);
     assert!(max_abs_diff(&got, &dims) < TOL);
 
-    // token ids (int[] and int[][]) give the same vectors as the texts they came from
+    // Model token ids (int[] and int[][]) on TEI's /embed give the same vectors as the texts they
+    // came from; /v1/embeddings reads ids as OpenAI's cl100k_base (token_ids = "openai", the default).
     let toks = engine.tokenize_texts(&input[..2], &EmbedOptions::default()).expect("tokenize");
     let ids: Vec<Vec<u32>> = toks.iter().map(|t| t.ids.clone()).collect();
-    let (code, body) = srv.post("/v1/embeddings", &json!({"input": ids}));
+    let (code, body) = srv.post("/embed", &json!({"inputs": ids}));
+    assert_eq!(code, 200, "{body}");
+    assert!(max_abs_diff(&vectors(&body), &want.vectors[..2]) < TOL);
+    let (code, body) = srv.post("/embed", &json!({"inputs": ids[0]}));
+    assert_eq!(code, 200, "{body}");
+    assert!(max_abs_diff(&vectors(&body), &want.vectors[..1]) < TOL);
+    let bpe = tiktoken_rs::cl100k_base().expect("cl100k");
+    let openai_ids: Vec<Vec<u32>> = input[..2].iter().map(|t| bpe.encode_ordinary(t)).collect();
+    let (code, body) = srv.post("/v1/embeddings", &json!({"input": openai_ids}));
     assert_eq!(code, 200, "{body}");
     assert!(max_abs_diff(&openai_vectors(&body), &want.vectors[..2]) < TOL);
-    let (code, body) = srv.post("/v1/embeddings", &json!({"input": ids[0]}));
+    let (code, body) = srv.post("/v1/embeddings", &json!({"input": openai_ids[0]}));
     assert_eq!(code, 200, "{body}");
     assert!(max_abs_diff(&openai_vectors(&body), &want.vectors[..1]) < TOL);
 

@@ -78,6 +78,10 @@ pub struct ServeArgs {
     /// Accept POST bodies of any Content-Type (default: JSON only, else 415).
     #[arg(long)]
     pub allow_any_content_type: bool,
+    /// What token ids in OpenAI /v1/embeddings input are, for models that do not set token_ids:
+    /// openai (cl100k_base, decoded and re-tokenized; default), model (the model's own) or reject.
+    #[arg(long, value_name = "MODE")]
+    pub token_ids: Option<String>,
 }
 
 impl ServeArgs {
@@ -136,6 +140,12 @@ impl ServeArgs {
             c.shutdown_timeout = v;
         }
         c.allow_any_content_type |= self.allow_any_content_type;
+        if let Some(v) = self.token_ids {
+            let mode = server::token_ids::TokenIds::parse(&v)?;
+            for m in c.models.iter_mut().filter(|m| m.token_ids.is_none()) {
+                m.token_ids = Some(mode);
+            }
+        }
         Ok(c)
     }
 }

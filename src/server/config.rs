@@ -48,6 +48,10 @@ pub struct ModelConfig {
     /// Instruction used for `input_type: "query"` on instruction-aware models, and the reranker's.
     #[serde(default)]
     pub instruction: Option<String>,
+    /// What token ids in OpenAI `/v1/embeddings` input are: "openai" (cl100k_base, decoded and
+    /// re-tokenized; the default), "model" (the model's own ids) or "reject" (422).
+    #[serde(default)]
+    pub token_ids: Option<super::token_ids::TokenIds>,
 }
 
 impl ModelConfig {
@@ -64,6 +68,7 @@ impl ModelConfig {
             task: None,
             pooling: None,
             instruction: None,
+            token_ids: None,
         }
     }
     pub fn source(&self) -> &str {

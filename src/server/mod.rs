@@ -13,6 +13,7 @@ pub mod intake;
 pub mod metrics;
 pub mod registry;
 pub mod routes;
+pub mod token_ids;
 pub mod trim;
 
 use std::net::SocketAddr;
@@ -170,7 +171,8 @@ async fn record(State(st): State<Shared>, req: Request, next: Next) -> Response 
 }
 
 async fn authenticate(State(st): State<Shared>, req: Request, next: Next) -> Response {
-    let public = matches!(req.uri().path(), "/health" | "/ready" | "/metrics") && !st.protect_health;
+    let public =
+        matches!(req.uri().path(), "/health" | "/ready" | "/metrics" | "/openapi.json" | "/docs") && !st.protect_health;
     if !st.api_keys.is_empty() && !public && req.method() != Method::OPTIONS {
         let header = req.headers().get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
         if !auth::authorized(&st.api_keys, header) {

@@ -1,8 +1,11 @@
 //! Route table and the parts every API shares: JSON bodies with JSON errors, embedding and
 //! reranking through the model's batcher, health, readiness and metrics.
 
+pub mod cohere;
 pub mod openai;
+pub mod openapi;
 pub mod rerank;
+pub mod root;
 pub mod tei;
 
 use std::sync::atomic::Ordering;
@@ -21,6 +24,7 @@ use super::batcher::{Output, Work};
 use super::errors::{ApiError, ApiResult};
 use super::metrics::Hist;
 use super::registry::Loaded;
+use super::token_ids::TokenIds;
 use super::Shared;
 use crate::engine::{rerank as engine_rerank, EmbedOptions, RerankOptions, RerankResult, Tokens};
 use crate::spec::{Arch, Task};
@@ -39,6 +43,13 @@ pub fn routes() -> Router<Shared> {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
+        .route("/", get(root::describe).post(root::task))
+        .route("/invocations", post(root::task))
+        .route("/predict", post(root::predict))
+        .route("/v1/embed", post(cohere::embed_v1))
+        .route("/v2/embed", post(cohere::embed_v2))
+        .route("/openapi.json", get(openapi::json))
+        .route("/docs", get(openapi::page))
 }
 
 /// A JSON body whose errors are JSON too: 413 over the payload limit, 400 when it does not parse
@@ -49,25 +60,42 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|r| {
+        let RawBody(bytes) = RawBody::from_request(req, state).await?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// The body's bytes with [`JsonBody`]'s errors, for routes that look at a body before picking
+/// its type (`POST /`).
+pub struct RawBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        Bytes::from_request(req, state).await.map(RawBody).map_err(|r| {
             if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::too_large("request body is larger than the server's payload limit")
             } else {
                 ApiError::malformed(format!("cannot read request body: {}", r.body_text()))
             }
-        })?;
-        // serde reads a JSON array into a struct field by field; every request body is an object.
-        match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
-            Some(b'{') => {}
-            Some(b'[') => return Err(ApiError::malformed("request body must be a JSON object, not an array")),
-            _ => return Err(ApiError::malformed("request body must be a JSON object")),
-        }
-        serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| ApiError::malformed(format!("invalid JSON body: {e}")))
+        })
     }
 }
 
+/// A JSON object body into `T`; 400 with the reason otherwise.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
+    // serde reads a JSON array into a struct field by field; every request body is an object.
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => {}
+        Some(b'[') => return Err(ApiError::malformed("request body must be a JSON object, not an array")),
+        _ => return Err(ApiError::malformed("request body must be a JSON object")),
+    }
+    serde_json::from_slice(bytes).map_err(|e| ApiError::malformed(format!("invalid JSON body: {e}")))
+}
+
 /// Embedding input: string | string[] | int[] | int[][] (token ids).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum Input {
     Text(String),
@@ -101,9 +129,19 @@ pub struct PromptChoice {
     pub input_type: Option<String>,
 }
 
+/// Whose vocabulary token-id input is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdsFrom {
+    /// The model's `token_ids` setting decides (OpenAI routes).
+    Configured,
+    /// The model's own ids (TEI's semantics).
+    Model,
+}
+
 pub struct EmbedCall {
     pub model: Option<String>,
     pub input: Input,
+    pub ids_from: IdsFrom,
     pub prompt: PromptChoice,
     pub dimensions: Option<usize>,
     pub normalize: Option<bool>,
@@ -136,9 +174,15 @@ fn resolve_prompt(loaded: &Loaded, default_instruction: Option<&str>, p: &Prompt
                 }
             }
             "document" | "search_document" | "passage" => name = Some("document".into()),
+            // Cohere's other input types: the model's prompt of that name, else none.
+            "classification" | "clustering" if p.instruction.is_none() => match spec.prompts.contains_key(t) {
+                true => name = Some(t.into()),
+                false => return Ok(String::new()),
+            },
             other => {
                 return Err(ApiError::invalid(format!(
-                    "input_type must be `query` or `document` (or search_query / search_document), got `{other}`"
+                    "input_type must be `query` or `document` (or search_query / search_document / \
+                     classification / clustering), got `{other}`"
                 )))
             }
         }
@@ -176,7 +220,7 @@ pub async fn embed(st: &Shared, call: EmbedCall) -> ApiResult<Embedded> {
     if call.dimensions == Some(0) {
         return Err(ApiError::invalid("dimensions must be at least 1"));
     }
-    let inputs = call.input.into_inputs();
+    let mut inputs = call.input.into_inputs();
     let n = match &inputs {
         Inputs::Texts(t) => t.len(),
         Inputs::Ids(i) => i.len(),
@@ -191,6 +235,22 @@ pub async fn embed(st: &Shared, call: EmbedCall) -> ApiResult<Embedded> {
     let loaded = st.registry.get(slot).await?;
     let engine = loaded.engine.clone();
     engine.check_dimensions(call.dimensions)?;
+    if let (Inputs::Ids(rows), IdsFrom::Configured) = (&inputs, call.ids_from) {
+        match slot.cfg.token_ids.unwrap_or_default() {
+            TokenIds::Openai => {
+                // A few bytes past what the tokenizer keeps, so an over-long input stays over-long.
+                let limit = engine.tokenizer.char_limit().saturating_mul(4).saturating_add(4);
+                inputs = Inputs::Texts(super::token_ids::decode_openai(rows, limit)?);
+            }
+            TokenIds::Model => {}
+            TokenIds::Reject => {
+                return Err(ApiError::invalid(format!(
+                    "model `{}` does not take token ids (token_ids = \"reject\"); send text",
+                    slot.id()
+                )))
+            }
+        }
+    }
     let prompt = resolve_prompt(&loaded, slot.cfg.instruction.as_deref(), &call.prompt)?;
     let model = slot.id().to_string();
     let mut guard = GoneGuard { st, model: model.clone(), armed: true };

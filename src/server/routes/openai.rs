@@ -10,7 +10,7 @@ use super::{embed, EmbedCall, Input, JsonBody, PromptChoice};
 use crate::server::errors::{ApiError, ApiResult};
 use crate::server::Shared;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct EmbeddingsRequest {
     pub input: Input,
     #[serde(default)]
@@ -36,29 +36,31 @@ pub struct EmbeddingsRequest {
 
 /// The answer, serialized straight from the f32 vectors (shortest text that reads back as the same
 /// f32, e.g. `0.1`, not the f64 widening `0.10000000149011612`), with no JSON tree in between.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct EmbeddingsResponse {
+    #[schema(value_type = String)]
     pub object: &'static str,
     pub data: Vec<EmbeddingItem>,
     pub model: String,
     pub usage: Usage,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct EmbeddingItem {
+    #[schema(value_type = String)]
     pub object: &'static str,
     pub index: usize,
     pub embedding: Embedding,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum Embedding {
     Float(Vec<f32>),
     Base64(String),
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Usage {
     pub prompt_tokens: usize,
     pub total_tokens: usize,
@@ -78,6 +80,7 @@ pub async fn embeddings(
     let call = EmbedCall {
         model: req.model,
         input: req.input,
+        ids_from: super::IdsFrom::Configured,
         prompt: PromptChoice { prompt_name: req.prompt_name, instruction: req.instruction, input_type: req.input_type },
         dimensions: req.dimensions,
         normalize: None,

@@ -11,7 +11,7 @@ use crate::server::errors::ApiResult;
 use crate::server::Shared;
 
 /// A document: a string, or `{"text": ...}` (Jina, Cohere v1).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum Document {
     Text(String),
@@ -26,7 +26,7 @@ impl Document {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct RerankRequest {
     #[serde(default)]
     pub model: Option<String>,
@@ -66,7 +66,7 @@ async fn run(st: &Shared, req: RerankRequest, return_documents_default: bool) ->
 }
 
 /// A result, serialized straight from the f32 score.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Ranked {
     pub index: usize,
     pub relevance_score: f32,
@@ -74,20 +74,22 @@ pub struct Ranked {
     pub document: Option<DocText>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DocText {
     pub text: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RerankResponse {
     pub id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     pub object: Option<&'static str>,
     pub model: String,
     pub results: Vec<Ranked>,
     /// Cohere v2's `meta` (no floats in it).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub meta: Option<Value>,
     pub usage: Usage,
 }

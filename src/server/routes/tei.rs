@@ -21,7 +21,8 @@ fn check_direction(d: &Option<String>) -> ApiResult<()> {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = TeiEmbedRequest)]
 pub struct EmbedRequest {
     pub inputs: Input,
     #[serde(default)]
@@ -46,6 +47,7 @@ pub async fn embed_route(st: &Shared, req: EmbedRequest) -> ApiResult<Json<Vec<V
         EmbedCall {
             model: req.model,
             input: req.inputs,
+            ids_from: super::IdsFrom::Model,
             prompt: PromptChoice { prompt_name: req.prompt_name, ..Default::default() },
             dimensions: req.dimensions,
             normalize: Some(req.normalize.unwrap_or(true)),
@@ -60,7 +62,8 @@ pub async fn embed(State(st): State<Shared>, JsonBody(req): JsonBody<EmbedReques
     embed_route(&st, req).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = TeiRerankRequest)]
 pub struct RerankRequest {
     pub query: String,
     pub texts: Vec<String>,
@@ -77,7 +80,8 @@ pub struct RerankRequest {
 }
 
 /// A TEI rerank result, serialized straight from the f32 score.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = TeiRank)]
 pub struct Rank {
     pub index: usize,
     pub score: f32,
@@ -108,14 +112,14 @@ pub async fn rerank(State(st): State<Shared>, JsonBody(req): JsonBody<RerankRequ
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum TextOrTexts {
     One(String),
     Many(Vec<String>),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct TokenizeRequest {
     pub inputs: TextOrTexts,
     #[serde(default)]
@@ -127,7 +131,7 @@ pub struct TokenizeRequest {
 }
 
 /// One token of a /tokenize answer, serialized straight from these fields.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TokenPiece {
     pub id: u32,
     pub text: String,
