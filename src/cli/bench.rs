@@ -102,13 +102,13 @@ fn load_workload(path: &Path, queries: Option<&Path>, limit: usize) -> Result<Wo
     let mut docs = if is_beir {
         embedrank::eval::beir::load_corpus(path)?.texts
     } else {
-        input::parse_lines(&text, &path.display().to_string())?
+        input::parse_lines(&text, &path.display().to_string(), input::Blank::Skip)?
     };
     docs.truncate(limit);
     let sibling = path.with_file_name("queries.jsonl");
     let queries = match queries {
-        Some(q) => input::texts(&[], Some(q))?,
-        None if is_beir && sibling.is_file() => input::texts(&[], Some(&sibling))?,
+        Some(q) => input::texts(&[], Some(q), input::Blank::Skip)?,
+        None if is_beir && sibling.is_file() => input::texts(&[], Some(&sibling), input::Blank::Skip)?,
         // No query file: the first words of each document make short queries of natural text.
         None => docs.iter().map(|d| d.split_whitespace().take(8).collect::<Vec<_>>().join(" ")).collect(),
     };

@@ -46,6 +46,9 @@ pub struct EmbedArgs {
     /// DIR (a job): files, folders, quoted globs or s3:// URLs, repeatable.
     #[arg(long, value_name = "FILE")]
     pub input: Vec<String>,
+    /// Blank lines in an --input file: error (default; indexes are line numbers), embed, or skip.
+    #[arg(long, value_enum, default_value_t = input::Blank::Error)]
+    pub blank: input::Blank,
     #[arg(long, value_enum, default_value_t = Format::Jsonl)]
     pub format: Format,
     /// Output file (required for npy; default stdout). A folder (existing, ending in /, or
@@ -72,7 +75,7 @@ pub fn run(a: EmbedArgs) -> Result<ExitCode> {
     if matches!(a.format, Format::Npy) && a.output.is_none() {
         bail!("--format npy needs --output FILE");
     }
-    let texts = input::texts(&a.texts, a.input.first().map(std::path::Path::new))?;
+    let texts = input::texts(&a.texts, a.input.first().map(std::path::Path::new), a.blank)?;
     let engine = a.model.engine()?;
     let prompt = engine.spec.prompt_for(a.prompt_name.as_deref(), a.prompt.as_deref(), a.instruction.as_deref())?;
     let opts = EmbedOptions {

@@ -33,9 +33,12 @@ pub struct RerankArgs {
     pub no_truncate: bool,
     #[arg(long, default_value_t = 16)]
     pub batch_size: usize,
-    /// Read documents from FILE (- for stdin): JSON lines with "text", or plain lines.
+    /// Read documents from FILE (- for stdin): a JSON array, JSON lines with "text", or plain lines.
     #[arg(long, value_name = "FILE")]
     pub input: Option<PathBuf>,
+    /// Blank lines in an --input file: error (default; indexes are line numbers), embed, or skip.
+    #[arg(long, value_enum, default_value_t = super::input::Blank::Error)]
+    pub blank: super::input::Blank,
     /// Documents.
     pub documents: Vec<String>,
 }
@@ -44,7 +47,7 @@ pub fn run(a: RerankArgs) -> Result<ExitCode> {
     if a.batch_size == 0 {
         anyhow::bail!("--batch-size must be at least 1");
     }
-    let docs = input::texts(&a.documents, a.input.as_deref())?;
+    let docs = input::texts(&a.documents, a.input.as_deref(), a.blank)?;
     let engine = a.model.engine()?;
     let opts = RerankOptions {
         instruction: a.instruction,
