@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use embedrank::engine::EmbedOptions;
+use embedrank::engine::{EmbedOptions, Truncation};
 
 const MIN_COSINE: f64 = 0.9999;
 
@@ -71,7 +71,8 @@ fn minilm_matryoshka_and_unnormalized() {
 fn no_truncate_rejects_long_input() {
     let e = engine(MINILM);
     let long = vec!["word ".repeat(400)];
-    let err = e.embed(&long, &EmbedOptions { no_truncate: true, ..Default::default() }).err().expect("error");
+    let err =
+        e.embed(&long, &EmbedOptions { truncation: Truncation::Refuse, ..Default::default() }).err().expect("error");
     assert!(err.to_string().contains("more than the model's maximum of 256"), "{err}");
 }
 

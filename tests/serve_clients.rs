@@ -137,7 +137,6 @@ fn token_id_modes_task_routes_and_cohere_refusals() {
 
     // Cohere embed refusals are typed 4xx.
     for body in [
-        json!({"texts": ["x"], "truncate": "START"}),
         json!({"texts": ["x"], "truncate": "MIDDLE"}),
         json!({"texts": ["x"], "embedding_types": ["int4"]}),
         json!({"texts": ["x"], "embedding_types": []}),
@@ -152,6 +151,36 @@ fn token_id_modes_task_routes_and_cohere_refusals() {
     let long = "word ".repeat(400);
     let (c, b) = srv.post("/v1/embed", &json!({"texts": [long], "truncate": "NONE"}));
     assert_eq!(c, 413, "{b}");
+    // START keeps the end of a long text: the same vector as the text's last 254 tokens alone (the
+    // window less [CLS] and [SEP]); END gives the vector of its first 254, a different one.
+    let long = (0..600).map(|i| format!("w{i}")).collect::<Vec<_>>().join(" ");
+    let ids = srv.post("/tokenize", &json!({"inputs": long, "add_special_tokens": false})).1;
+    let n = ids[0].as_array().map(Vec::len).unwrap_or(0);
+    assert!(n > 600, "{n} tokens");
+    let kept: Vec<u32> =
+        ids[0].as_array().expect("ids")[n - 254..].iter().map(|t| t["id"].as_u64().expect("id") as u32).collect();
+    let with_specials: Vec<u32> = [101u32].iter().chain(&kept).chain(&[102u32]).copied().collect();
+    let want = srv.post("/embed", &json!({"inputs": [with_specials]})).1;
+    let (c, start) =
+        srv.post("/v2/embed", &json!({"texts": [long], "truncate": "START", "embedding_types": ["float"]}));
+    assert_eq!(c, 200, "{start}");
+    let (c, end) = srv.post("/v2/embed", &json!({"texts": [long], "truncate": "END", "embedding_types": ["float"]}));
+    assert_eq!(c, 200, "{end}");
+    let cos = |a: &serde_json::Value, b: &serde_json::Value| -> f64 {
+        let (a, b) = (a.as_array().expect("vector"), b.as_array().expect("vector"));
+        a.iter().zip(b).map(|(x, y)| x.as_f64().unwrap_or(0.0) * y.as_f64().unwrap_or(0.0)).sum()
+    };
+    assert!(cos(&start["embeddings"]["float"][0], &want[0]) > 0.99999, "START is the last tokens' vector");
+    assert!(cos(&end["embeddings"]["float"][0], &want[0]) < 0.99, "END differs");
+    // TEI's truncation_direction left is the same cut.
+    let (c, left) = srv.post("/embed", &json!({"inputs": long, "truncation_direction": "left"}));
+    assert_eq!(c, 200, "{left}");
+    assert!(cos(&left[0], &want[0]) > 0.99999);
+    let (c, b) = srv.post("/embed", &json!({"inputs": long, "truncation_direction": "Left", "truncate": false}));
+    assert_eq!(c, 413, "no truncation wins over the direction: {b}");
+    let (c, b) =
+        srv.post("/rerank", &json!({"model": "ce", "query": "q", "texts": ["a"], "truncation_direction": "left"}));
+    assert_eq!(c, 422, "{b}");
     drop(srv);
 
     // token_ids = "model": OpenAI-route ids are the model's own (the old behaviour).

@@ -6,7 +6,7 @@
 mod common;
 
 use common::{offline_opts, tiny_dir, MINILM};
-use embedrank::engine::tokenize::{cut_chars, longest_first, TextTokenizer};
+use embedrank::engine::tokenize::{cut_chars, cut_chars_start, longest_first, TextTokenizer, Truncation};
 use embedrank::engine::{Engine, EngineOptions, RerankOptions};
 use embedrank::source;
 use embedrank::spec::{ModelSpec, SpecOverrides};
@@ -138,7 +138,7 @@ fn texts_cut_by_characters_keep_their_tokens() {
     let mut texts = samples(256);
     texts.push(big.clone());
     for prompt in ["", "query: "] {
-        let got = ours.encode_texts(&texts, prompt, true).expect("encode");
+        let got = ours.encode_texts(&texts, prompt, Truncation::End).expect("encode");
         for (i, (g, t)) in got.iter().zip(&texts).enumerate() {
             let w = theirs.encode(format!("{prompt}{t}"), true).expect("encode");
             assert_eq!(g.ids, w.get_ids(), "prompt {prompt:?}, text {i}");
@@ -152,13 +152,67 @@ fn texts_cut_by_characters_keep_their_tokens() {
     assert!(big.starts_with(cut));
     assert_eq!(cut_chars("東京東京", 3), "東京東");
     // Truncation off: a text beyond the cut is refused by characters, before tokenizing.
-    let err = ours.encode_texts(&[big], "", false).expect_err("too long");
+    let err = ours.encode_texts(&[big], "", Truncation::Refuse).expect_err("too long");
     assert!(matches!(err, Error::TextTooLong { index: 0, .. }), "{err}");
     // A prompt that leaves no room for the text is refused, not silently kept alone.
-    let err = ours.encode_texts(&["text".into()], &words(300, 1), true).expect_err("prompt too long");
+    let err = ours.encode_texts(&["text".into()], &words(300, 1), Truncation::End).expect_err("prompt too long");
     assert!(matches!(err, Error::PromptTooLong { .. }), "{err}");
-    let err = ours.encode_texts(&["text".into()], &"x".repeat(3_000_000), true).expect_err("prompt too long");
+    let err =
+        ours.encode_texts(&["text".into()], &"x".repeat(3_000_000), Truncation::End).expect_err("prompt too long");
     assert!(matches!(err, Error::PromptTooLong { .. }), "{err}");
+    let err = ours.encode_texts(&["text".into()], &words(300, 1), Truncation::Start).expect_err("prompt too long");
+    assert!(matches!(err, Error::PromptTooLong { .. }), "{err}");
+}
+
+/// Truncation at the start (Cohere's `truncate: START`, TEI's `truncation_direction: left`) keeps
+/// the end of the text: the tokenizers crate's left truncation without a prompt; with one, the
+/// prompt stays whole and the text's first tokens go.
+#[test]
+fn texts_truncated_at_the_start_keep_their_end() {
+    let spec = spec_at(MINILM, 256);
+    let ours = TextTokenizer::load(&spec).expect("load");
+    let mut left = raw_tokenizer(&spec, None);
+    left.with_truncation(Some(TruncationParams {
+        max_length: 256,
+        strategy: TruncationStrategy::LongestFirst,
+        stride: 0,
+        direction: TruncationDirection::Left,
+    }))
+    .expect("truncation");
+    let whole = raw_tokenizer(&spec, None);
+    let big = words(400_000, 5);
+    let mut texts = samples(256);
+    texts.push(big.clone());
+    let got = ours.encode_texts(&texts, "", Truncation::Start).expect("encode");
+    let mut cut_some = 0;
+    for (i, (g, t)) in got.iter().zip(&texts).enumerate() {
+        let w = left.encode(t.as_str(), true).expect("encode");
+        assert_eq!(g.ids, w.get_ids(), "text {i}");
+        assert!(g.len() <= 256);
+        cut_some += (whole.encode(t.as_str(), true).expect("encode").len() > 256) as usize;
+    }
+    assert!(cut_some >= 4, "the samples must include texts that are cut ({cut_some})");
+    let prompt = "query: ";
+    let p = whole.encode(prompt, false).expect("encode").len();
+    let got = ours.encode_texts(&texts, prompt, Truncation::Start).expect("encode");
+    for (i, (g, t)) in got.iter().zip(&texts).enumerate() {
+        let w = whole.encode(format!("{prompt}{}", cut_chars_start(t, ours.char_limit())), true).expect("encode");
+        let w = w.get_ids();
+        let want: Vec<u32> = if w.len() <= 256 {
+            w.to_vec()
+        } else {
+            w[..1 + p].iter().chain(&w[w.len() - (256 - 1 - p)..]).copied().collect()
+        };
+        assert_eq!(g.ids, want, "prompt, text {i}");
+        assert_eq!(&g.ids[1..1 + p.min(g.len() - 2)], &w[1..1 + p.min(g.len() - 2)], "the prompt stays");
+    }
+    // The character cut keeps the end, at a character boundary.
+    let cut = cut_chars_start(&big, ours.char_limit());
+    assert_eq!(cut.chars().count(), ours.char_limit());
+    assert!(big.ends_with(cut));
+    assert_eq!(cut_chars_start("東京東京", 3), "京東京");
+    assert_eq!(cut_chars_start("abc", 0), "");
+    assert_eq!(cut_chars_start("abc", 5), "abc");
 }
 
 /// The body ids of the Qwen3-Reranker template the way embedrank built them before: every

@@ -5,7 +5,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use embedrank::engine::{rerank, DeviceChoice, DtypeChoice, EmbedOptions, Engine, EngineOptions, RerankOptions};
+use embedrank::engine::{
+    rerank, DeviceChoice, DtypeChoice, EmbedOptions, Engine, EngineOptions, RerankOptions, Truncation,
+};
 use embedrank::source::{self, ResolveOptions};
 use embedrank::spec::{ModelSpec, SpecOverrides, Task};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
@@ -178,7 +180,7 @@ impl Embedder {
             dimensions,
             normalize,
             batch_size: check_batch_size(batch_size)?,
-            no_truncate: false,
+            truncation: Truncation::End,
         };
         engine.check_dimensions(dimensions).map_err(py_err)?;
         let dim = dimensions.unwrap_or_else(|| engine.spec.embedding_dim());

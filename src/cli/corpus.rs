@@ -9,7 +9,7 @@ use clap::{Args, ValueEnum};
 use embedrank::corpus::input::{Format, InputOptions};
 use embedrank::corpus::write::VectorType;
 use embedrank::corpus::{self, JobOptions, OnError};
-use embedrank::engine::EmbedOptions;
+use embedrank::engine::{EmbedOptions, Truncation};
 
 use super::embed::EmbedArgs;
 
@@ -130,7 +130,7 @@ pub fn run(a: &EmbedArgs, out: &Path) -> Result<ExitCode> {
         dimensions: a.dimensions,
         normalize: a.no_normalize.then_some(false),
         batch_size: Some(a.batch_size),
-        no_truncate: a.no_truncate,
+        truncation: Truncation::refuse_if(a.no_truncate),
     };
     engine.check_dimensions(embed.dimensions)?;
     let o = JobOptions {

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
-use embedrank::engine::EmbedOptions;
+use embedrank::engine::{EmbedOptions, Truncation};
 
 use super::{input, output, ModelArgs};
 
@@ -83,7 +83,7 @@ pub fn run(a: EmbedArgs) -> Result<ExitCode> {
         dimensions: a.dimensions,
         normalize: a.no_normalize.then_some(false),
         batch_size: Some(a.batch_size),
-        no_truncate: a.no_truncate,
+        truncation: Truncation::refuse_if(a.no_truncate),
     };
     engine.check_dimensions(opts.dimensions)?;
     let progress = texts.len() > 256 && std::io::stderr().is_terminal();

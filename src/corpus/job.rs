@@ -12,7 +12,7 @@ use super::input::{self, InputOptions};
 use super::manifest::{self, FileState, Identity, Manifest, Part};
 use super::store::{self, storage_err, ObjectStore, Store};
 use super::write::{self, VectorType};
-use crate::engine::{batch, EmbedOptions, Engine};
+use crate::engine::{batch, EmbedOptions, Engine, Truncation};
 use crate::{Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,7 +199,7 @@ fn identity(engine: &Engine, o: &JobOptions, files: &[InputFile]) -> Identity {
         prompt: o.embed.prompt.clone(),
         normalize: o.embed.normalize.unwrap_or(s.normalize),
         max_length: s.max_length,
-        truncate: !o.embed.no_truncate,
+        truncate: o.embed.truncation == Truncation::End,
         vector_type: o.vector_type,
         part_rows: o.part_rows,
         inputs: files.iter().map(|f| f.name.clone()).collect(),

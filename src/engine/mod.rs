@@ -15,7 +15,7 @@ use candle_core::{DType, Device};
 
 pub use device::DeviceChoice;
 pub use rerank::{RerankOptions, RerankResult};
-pub use tokenize::Tokens;
+pub use tokenize::{Tokens, Truncation};
 
 use crate::model::{profile, Batch, Model};
 use crate::spec::{Head, ModelSpec, Pooling, Task};
@@ -101,8 +101,8 @@ pub struct EmbedOptions {
     pub normalize: Option<bool>,
     /// Rows per forward pass (also bounded by the token budget).
     pub batch_size: Option<usize>,
-    /// Error instead of truncating over-long inputs.
-    pub no_truncate: bool,
+    /// What to do with inputs longer than the max length.
+    pub truncation: Truncation,
 }
 
 pub struct Embeddings {
@@ -185,7 +185,7 @@ impl Engine {
 
     /// Tokenize texts for embedding (prompt prepended, truncated or rejected when too long).
     pub fn tokenize_texts(&self, texts: &[String], opts: &EmbedOptions) -> Result<Vec<Tokens>> {
-        self.tokenizer.encode_texts(texts, &opts.prompt, !opts.no_truncate)
+        self.tokenizer.encode_texts(texts, &opts.prompt, opts.truncation)
     }
 
     pub fn embed(&self, texts: &[String], opts: &EmbedOptions) -> Result<Embeddings> {

@@ -34,6 +34,42 @@ pub const CHARS_PER_TOKEN: usize = 16;
 const CHUNK_TEXTS: usize = 256;
 const CHUNK_CHARS: usize = 1 << 18;
 
+/// What happens to an input longer than the max length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Truncation {
+    /// Keep the start (the reference tokenizers' behaviour).
+    #[default]
+    End,
+    /// Keep the end of the text (Cohere's `truncate: START`, TEI's `truncation_direction: left`);
+    /// a prompt or instruction in front of it is kept whole.
+    Start,
+    /// An error.
+    Refuse,
+}
+
+impl Truncation {
+    /// [`Truncation::Refuse`] when `no_truncate` (the CLI's flag), else the default.
+    pub fn refuse_if(no_truncate: bool) -> Self {
+        if no_truncate {
+            Truncation::Refuse
+        } else {
+            Truncation::End
+        }
+    }
+}
+
+/// The last `limit` characters of `text` (cut at a character boundary).
+pub fn cut_chars_start(text: &str, limit: usize) -> &str {
+    if text.len() <= limit {
+        return text;
+    }
+    match limit.checked_sub(1).and_then(|n| text.char_indices().rev().nth(n)) {
+        Some((i, _)) => &text[i..],
+        None if limit == 0 => "",
+        None => text,
+    }
+}
+
 /// The first `limit` characters of `text` (cut at a character boundary).
 pub fn cut_chars(text: &str, limit: usize) -> &str {
     if text.len() <= limit {
@@ -186,20 +222,23 @@ impl TextTokenizer {
     /// `truncate` is false. Each text is cut to [`Self::char_limit`] characters first, and the work
     /// goes in chunks, so neither a huge text nor many texts hold more than a chunk of
     /// tokenizer state at once. A prompt that leaves no room for the text is an error.
-    pub fn encode_texts(&self, texts: &[String], prompt: &str, truncate: bool) -> Result<Vec<Tokens>> {
-        if !prompt.is_empty() {
+    pub fn encode_texts(&self, texts: &[String], prompt: &str, truncation: Truncation) -> Result<Vec<Tokens>> {
+        let prompt_tokens = if prompt.is_empty() {
+            0
+        } else {
             let fixed = self.added_tokens(false) + self.append_eos.is_some() as usize;
-            self.check_prefix("prompt or instruction", prompt, fixed)?;
-        }
+            self.check_prefix("prompt or instruction", prompt, fixed)?.len()
+        };
         let limit = self.char_limit();
-        let tok = if truncate { &self.tok_trunc } else { &self.tok };
+        // Keeping the end needs the whole (cut) text's tokens; the other two let the tokenizer stop.
+        let tok = if truncation == Truncation::End { &self.tok_trunc } else { &self.tok };
         let budget = self.budget();
         let mut out = Vec::with_capacity(texts.len());
         for (start, chunk) in chunks(texts, limit) {
             let mut inputs = Vec::with_capacity(chunk.len());
             for (j, t) in chunk.iter().enumerate() {
-                let cut = cut_chars(t, limit);
-                if !truncate && cut.len() < t.len() {
+                let cut = if truncation == Truncation::Start { cut_chars_start(t, limit) } else { cut_chars(t, limit) };
+                if truncation == Truncation::Refuse && cut.len() < t.len() {
                     return Err(Error::TextTooLong { index: start + j, max_chars: limit, max: self.max_length });
                 }
                 // The prompt and the text tokenized together, as the reference does: tokens at the
@@ -208,14 +247,30 @@ impl TextTokenizer {
             }
             let encs = tok.encode_batch(inputs, true).map_err(|e| self.err(e))?;
             for (j, enc) in encs.into_iter().enumerate() {
-                if enc.len() > budget {
+                if enc.len() <= budget {
+                    out.push(self.finish(&enc));
+                } else if truncation == Truncation::Start {
+                    out.push(self.keep_end(&enc, prompt_tokens, enc.len() - budget));
+                } else {
                     let tokens = enc.len() + self.append_eos.is_some() as usize;
                     return Err(Error::InputTooLong { index: start + j, tokens, max: self.max_length });
                 }
-                out.push(self.finish(&enc));
             }
         }
         Ok(out)
+    }
+
+    /// `enc` less `drop` tokens of text right after the leading special tokens and the prompt's
+    /// `prompt_tokens`: the prompt and the end of the text stay. [`Self::check_prefix`] has made
+    /// sure the prompt and the special tokens leave room for at least one token of text.
+    fn keep_end(&self, enc: &Encoding, prompt_tokens: usize, drop: usize) -> Tokens {
+        let lead = enc.get_special_tokens_mask().iter().take_while(|&&m| m == 1).count();
+        let from = (lead + prompt_tokens).min(enc.len());
+        let to = (from + drop).min(enc.len());
+        let mut t = self.finish(enc);
+        t.ids.drain(from..to);
+        t.type_ids.drain(from..to);
+        t
     }
 
     /// Encode (query, document) pairs for a cross-encoder, longest-first truncation: the same ids as

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::openai::encode_base64;
 use super::{embed, response_id, EmbedCall, IdsFrom, Input, JsonBody, PromptChoice};
+use crate::engine::Truncation;
 use crate::server::errors::{ApiError, ApiResult};
 use crate::server::Shared;
 
@@ -148,14 +149,10 @@ async fn run(st: &Shared, req: EmbedRequest, version: &'static str) -> ApiResult
         return Err(ApiError::invalid("this server embeds text only: send `texts`"));
     }
     let texts = req.texts.ok_or_else(|| ApiError::invalid("`texts` is required"))?;
-    let truncate = match req.truncate.as_deref().map(str::to_ascii_uppercase).as_deref() {
-        None | Some("END") => true,
-        Some("NONE") => false,
-        Some("START") => {
-            return Err(ApiError::invalid(
-                "truncate START (keep the end of a long text) is not supported; use END (the default) or NONE",
-            ))
-        }
+    let truncation = match req.truncate.as_deref().map(str::to_ascii_uppercase).as_deref() {
+        None | Some("END") => Truncation::End,
+        Some("START") => Truncation::Start,
+        Some("NONE") => Truncation::Refuse,
         Some(other) => return Err(ApiError::invalid(format!("truncate must be NONE, START or END, got `{other}`"))),
     };
     let kinds: Vec<Kind> = match &req.embedding_types {
@@ -172,7 +169,7 @@ async fn run(st: &Shared, req: EmbedRequest, version: &'static str) -> ApiResult
             prompt: PromptChoice { input_type: req.input_type, ..Default::default() },
             dimensions: req.output_dimension,
             normalize: None,
-            truncate,
+            truncation,
         },
     )
     .await?;

@@ -26,7 +26,7 @@ use super::metrics::Hist;
 use super::registry::Loaded;
 use super::token_ids::TokenIds;
 use super::Shared;
-use crate::engine::{rerank as engine_rerank, EmbedOptions, RerankOptions, RerankResult, Tokens};
+use crate::engine::{rerank as engine_rerank, EmbedOptions, RerankOptions, RerankResult, Tokens, Truncation};
 use crate::spec::{Arch, Task};
 
 pub fn routes() -> Router<Shared> {
@@ -145,7 +145,7 @@ pub struct EmbedCall {
     pub prompt: PromptChoice,
     pub dimensions: Option<usize>,
     pub normalize: Option<bool>,
-    pub truncate: bool,
+    pub truncation: Truncation,
 }
 
 pub struct Embedded {
@@ -254,7 +254,7 @@ pub async fn embed(st: &Shared, call: EmbedCall) -> ApiResult<Embedded> {
     let prompt = resolve_prompt(&loaded, slot.cfg.instruction.as_deref(), &call.prompt)?;
     let model = slot.id().to_string();
     let mut guard = GoneGuard { st, model: model.clone(), armed: true };
-    let truncate = call.truncate;
+    let truncation = call.truncation;
     // Admission before any work: an upper bound of the tokens from byte lengths.
     let max = engine.tokenizer.max_length();
     let estimate: usize = match &inputs {
@@ -276,7 +276,7 @@ pub async fn embed(st: &Shared, call: EmbedCall) -> ApiResult<Embedded> {
             let _busy = busy;
             match inputs {
                 Inputs::Texts(texts) => {
-                    let opts = EmbedOptions { prompt: prompt.clone(), no_truncate: !truncate, ..Default::default() };
+                    let opts = EmbedOptions { prompt: prompt.clone(), truncation, ..Default::default() };
                     let toks = eng.tokenize_texts(&texts, &opts)?;
                     let prompt_len = if eng.spec.pooling_excludes_prompt && !prompt.is_empty() {
                         eng.tokenizer.prompt_length(&prompt)?
@@ -289,7 +289,7 @@ pub async fn embed(st: &Shared, call: EmbedCall) -> ApiResult<Embedded> {
                     if !prompt.is_empty() {
                         return Err(ApiError::invalid("prompts and instructions cannot be applied to token-id input"));
                     }
-                    Ok((token_inputs(&eng, ids, truncate)?, 0, permit))
+                    Ok((token_inputs(&eng, ids, truncation)?, 0, permit))
                 }
             }
         })
@@ -314,7 +314,7 @@ pub async fn embed(st: &Shared, call: EmbedCall) -> ApiResult<Embedded> {
 }
 
 /// Token-id inputs: checked against the vocabulary, cut to the max length when truncating.
-fn token_inputs(engine: &crate::engine::Engine, ids: Vec<Vec<u32>>, truncate: bool) -> ApiResult<Vec<Tokens>> {
+fn token_inputs(engine: &crate::engine::Engine, ids: Vec<Vec<u32>>, truncation: Truncation) -> ApiResult<Vec<Tokens>> {
     let vocab = match &engine.spec.arch {
         Arch::Bert(c) => c.vocab_size,
         Arch::Qwen3(c) => c.vocab_size,
@@ -332,10 +332,15 @@ fn token_inputs(engine: &crate::engine::Engine, ids: Vec<Vec<u32>>, truncate: bo
                 )));
             }
             if row.len() > max {
-                if !truncate {
-                    return Err(crate::Error::InputTooLong { index: i, tokens: row.len(), max }.into());
+                match truncation {
+                    Truncation::Refuse => {
+                        return Err(crate::Error::InputTooLong { index: i, tokens: row.len(), max }.into())
+                    }
+                    Truncation::End => row.truncate(max),
+                    Truncation::Start => {
+                        row.drain(..row.len() - max);
+                    }
                 }
-                row.truncate(max);
             }
             Ok(Tokens { type_ids: vec![0; row.len()], ids: row })
         })

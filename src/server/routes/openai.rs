@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::{embed, EmbedCall, Input, JsonBody, PromptChoice};
+use crate::engine::Truncation;
 use crate::server::errors::{ApiError, ApiResult};
 use crate::server::Shared;
 
@@ -84,7 +85,7 @@ pub async fn embeddings(
         prompt: PromptChoice { prompt_name: req.prompt_name, instruction: req.instruction, input_type: req.input_type },
         dimensions: req.dimensions,
         normalize: None,
-        truncate: req.truncate.unwrap_or(true),
+        truncation: Truncation::refuse_if(!req.truncate.unwrap_or(true)),
     };
     let e = embed(&st, call).await?;
     let data = e

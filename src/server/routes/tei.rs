@@ -9,16 +9,25 @@ use serde_json::{json, Value};
 
 use super::{EmbedCall, Input, JsonBody, PromptChoice, RerankCall};
 use crate::engine::tokenize::cut_chars;
+use crate::engine::Truncation;
 use crate::server::errors::{ApiError, ApiResult};
 use crate::server::Shared;
 use crate::spec::{Head, Task};
 
-fn check_direction(d: &Option<String>) -> ApiResult<()> {
-    match d.as_deref().map(str::to_ascii_lowercase).as_deref() {
-        None | Some("right") => Ok(()),
-        Some("left") => Err(ApiError::invalid("truncation_direction `left` is not supported; use `right`")),
-        Some(other) => Err(ApiError::invalid(format!("truncation_direction must be `right`, got `{other}`"))),
-    }
+/// TEI's `truncate` and `truncation_direction` (`right` keeps the start, `left` the end).
+fn truncation(truncate: Option<bool>, direction: &Option<String>) -> ApiResult<Truncation> {
+    let left = match direction.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None | Some("right") => false,
+        Some("left") => true,
+        Some(other) => {
+            return Err(ApiError::invalid(format!("truncation_direction must be `right` or `left`, got `{other}`")))
+        }
+    };
+    Ok(match (truncate.unwrap_or(true), left) {
+        (false, _) => Truncation::Refuse,
+        (true, false) => Truncation::End,
+        (true, true) => Truncation::Start,
+    })
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -41,7 +50,7 @@ pub struct EmbedRequest {
 
 /// Vectors only, one per input: `[[...], ...]`. `normalize` defaults to true, as in TEI.
 pub async fn embed_route(st: &Shared, req: EmbedRequest) -> ApiResult<Json<Vec<Vec<f32>>>> {
-    check_direction(&req.truncation_direction)?;
+    let truncation = truncation(req.truncate, &req.truncation_direction)?;
     let e = super::embed(
         st,
         EmbedCall {
@@ -51,7 +60,7 @@ pub async fn embed_route(st: &Shared, req: EmbedRequest) -> ApiResult<Json<Vec<V
             prompt: PromptChoice { prompt_name: req.prompt_name, ..Default::default() },
             dimensions: req.dimensions,
             normalize: Some(req.normalize.unwrap_or(true)),
-            truncate: req.truncate.unwrap_or(true),
+            truncation,
         },
     )
     .await?;
@@ -91,7 +100,11 @@ pub struct Rank {
 
 /// `[{"index", "score", "text"?}]`, best first.
 pub async fn rerank(State(st): State<Shared>, JsonBody(req): JsonBody<RerankRequest>) -> ApiResult<Json<Vec<Rank>>> {
-    check_direction(&req.truncation_direction)?;
+    if truncation(req.truncate, &req.truncation_direction)? == Truncation::Start {
+        return Err(ApiError::invalid(
+            "truncation_direction `left` is not supported for reranking (pairs are cut longest-first); use `right`",
+        ));
+    }
     let r = super::rerank(
         &st,
         RerankCall {
