@@ -12,4 +12,8 @@ fi
 if ! command -v chromium >/dev/null; then
   if [[ $(id -u) == 0 ]]; then apt-get install -y --no-install-recommends chromium; else sudo apt-get install -y --no-install-recommends chromium; fi
 fi
+# tests/serve_load.rs drives the server with Debian's wrk (scripts/serve_load.py).
+if ! command -v wrk >/dev/null; then
+  if [[ $(id -u) == 0 ]]; then apt-get install -y --no-install-recommends wrk; else sudo apt-get install -y --no-install-recommends wrk; fi
+fi
 ./scripts/fetch-test-models.sh

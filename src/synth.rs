@@ -363,18 +363,29 @@ pub mod tiny {
         copy(&qwen3_tok.join("tokenizer.json"), &d.join("tokenizer.json"))?;
         copy(&qwen3_tok.join("tokenizer_config.json"), &d.join("tokenizer_config.json"))?;
 
-        // BERT cross-encoder with MiniLM's (uncased WordPiece) tokenizer.
-        let d = out.join(BERT_CROSS_ENCODER);
+        write_bert_cross_encoder(&out.join(BERT_CROSS_ENCODER), minilm, [32, 2, 4, 64])
+    }
+
+    /// The shape of cross-encoder/ms-marco-MiniLM-L6-v2 (the common CPU reranker): for load and
+    /// latency measurements, where the cost per token matters and the scores do not.
+    pub const MINILM_SHAPE_CROSS_ENCODER: [usize; 4] = [384, 6, 12, 1536];
+
+    /// A BertForSequenceClassification reranker (one label) of `[hidden, layers, heads,
+    /// intermediate]` with seeded random weights and MiniLM's (uncased WordPiece) tokenizer files.
+    pub fn write_bert_cross_encoder(d: &Path, minilm: &Path, shape: [usize; 4]) -> Result<()> {
+        let [hidden, layers, heads, intermediate] = shape;
         let cfg = json!({
             "architectures": ["BertForSequenceClassification"],
             "model_type": "bert",
-            "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64,
+            "hidden_size": hidden, "num_hidden_layers": layers, "num_attention_heads": heads,
+            "intermediate_size": intermediate,
             "hidden_act": "gelu", "max_position_embeddings": 512, "type_vocab_size": 2, "vocab_size": 30522,
             "layer_norm_eps": 1e-12, "pad_token_id": 0, "position_embedding_type": "absolute",
             "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0, "initializer_range": 0.02,
             "id2label": {"0": "LABEL_0"}, "label2id": {"LABEL_0": 0}
         });
-        write_checkpoint(&d, &cfg, &opts(Naming::Prefixed))?;
+        let opts = SynthOptions { seed: SEED, std: 0.1, dtype: DType::F32, naming: Naming::Prefixed };
+        write_checkpoint(d, &cfg, &opts)?;
         for f in ["tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"] {
             copy(&minilm.join(f), &d.join(f))?;
         }
