@@ -1,12 +1,18 @@
 #!/usr/bin/env python3
-"""Latency of a one-sentence embedding request sent just after a 32 x 512-token request (issue 23's
-head-of-line case), against one `embedrank` binary serving all-MiniLM-L6-v2 with a 512-token window.
+"""Latency of short requests while a 32 x 512-token request runs (issue 23's head-of-line case),
+against one `embedrank` binary serving all-MiniLM-L6-v2 (512-token window) and a cross-encoder of
+ms-marco-MiniLM-L6-v2's shape (random weights; made by `make_tiny_models --minilm-shape-cross-encoder`).
 
     scripts/serve_latency_mixed.py BIN [--rounds 10] [-- extra serve args]
 
-Prints the short request's latency alone and behind the long one (p50, max), and the long one's."""
+Cases: a one-sentence embedding behind a 32 x 512-token rerank; a one-document rerank behind the
+same rerank; a one-sentence embedding behind a 32 x 512-token embedding request. In each round the
+long request is sent, and while it runs short requests are sent one after another (20 ms apart);
+prints, per case, the short requests' p50 / p99 / max against their latency alone, and the long
+request's time."""
 
 import argparse
+import glob
 import json
 import os
 import socket
@@ -15,8 +21,9 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
+import http.client
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 
 
@@ -26,14 +33,15 @@ def free_port():
         return s.getsockname()[1]
 
 
-def post(base, path, body):
-    req = urllib.request.Request(base + path, data=json.dumps(body).encode(), method="POST",
-                                 headers={"Content-Type": "application/json"})
+def post(port, path, body):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
     t0 = time.perf_counter()
-    with urllib.request.urlopen(req, timeout=600) as r:
-        r.read()
-        assert r.status == 200, r.status
-    return time.perf_counter() - t0
+    c.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+    r = c.getresponse()
+    r.read()
+    dt = time.perf_counter() - t0
+    assert r.status == 200, (path, r.status)
+    return dt
 
 
 def pct(xs, p):
@@ -41,51 +49,87 @@ def pct(xs, p):
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 
 
+def ensure_ce(hub, out):
+    if os.path.exists(os.path.join(out, "model.safetensors")):
+        return out
+    snap = glob.glob(os.path.join(hub, "models--sentence-transformers--all-MiniLM-L6-v2", "snapshots", "*"))
+    tmp = out + ".tmp"
+    subprocess.run(["cargo", "run", "--quiet", "--example", "make_tiny_models", "--",
+                    "--minilm-shape-cross-encoder", tmp, snap[0]], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    os.replace(tmp, out)
+    return out
+
+
 def main():
-    ap = argparse.ArgumentParser()
+    argv = sys.argv[1:]
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("binary")
     ap.add_argument("--rounds", type=int, default=10)
-    ap.add_argument("--hub", default=".cache/hub")
-    ap.add_argument("extra", nargs="*")
-    a = ap.parse_args()
+    ap.add_argument("--hub", default=os.path.join(ROOT, ".cache/hub"))
+    ap.add_argument("--ce", default=os.path.join(ROOT, ".cache/load/minilm-shape-cross-encoder"))
+    a = ap.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
+    ce = ensure_ce(a.hub, a.ce)
     tmp = tempfile.mkdtemp()
     cfg = os.path.join(tmp, "serve.toml")
     with open(cfg, "w") as f:
-        f.write(f'[[models]]\nid = "{MINILM}"\nmax_length = 512\n')
+        f.write(f'[[models]]\nid = "minilm"\nsource = "{MINILM}"\nmax_length = 512\n\n'
+                f'[[models]]\nid = "ce"\nsource = "{ce}"\n')
     port = free_port()
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     srv = subprocess.Popen([a.binary, "serve", "--port", str(port), "--cache-dir", a.hub, "--config", cfg,
-                            "--preload", "--request-timeout", "600s"] + a.extra,
+                            "--preload", "--request-timeout", "600s"] + extra,
                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(600):
             try:
-                with urllib.request.urlopen(base + "/ready", timeout=5) as r:
-                    if r.status == 200:
-                        break
+                c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                c.request("GET", "/ready")
+                if c.getresponse().status == 200:
+                    break
             except OSError:
                 time.sleep(0.2)
-        info = json.loads(urllib.request.urlopen(base + "/info").read())
-        short = {"input": "What is the capital of France?"}
-        # 32 inputs of 512 tokens: "token" is one WordPiece; [CLS] and [SEP] make 512.
-        heavy = {"input": [f"{i} " + "token " * 520 for i in range(32)]}
-        post(base, "/v1/embeddings", short)
-        alone = [post(base, "/v1/embeddings", short) for _ in range(a.rounds)]
-        behind, heavy_s = [], []
-        for _ in range(a.rounds):
-            t = threading.Thread(target=lambda: heavy_s.append(post(base, "/v1/embeddings", heavy)))
-            t.start()
-            time.sleep(0.3)  # the long request is tokenized and running
-            behind.append(post(base, "/v1/embeddings", short))
-            t.join()
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        c.request("GET", "/info")
+        info = json.loads(c.getresponse().read())
+        sentence = {"model": "minilm", "input": "What is the capital of France?"}
+        one_doc = {"model": "ce", "query": "capital of France", "documents": ["Paris is the capital of France."]}
+        # "token" is one WordPiece: each input or pair fills the 512-token window.
+        long_docs = [f"{i} " + "token " * 520 for i in range(32)]
+        heavy_rerank = ("/v1/rerank", {"model": "ce", "query": "which document mentions the token", "documents": long_docs})
+        heavy_embed = ("/v1/embeddings", {"model": "minilm", "input": long_docs})
+        cases = [("one sentence (embed) behind a 32x512 rerank", ("/v1/embeddings", sentence), heavy_rerank),
+                 ("one-document rerank behind a 32x512 rerank", ("/v1/rerank", one_doc), heavy_rerank),
+                 ("one sentence (embed) behind a 32x512 embed", ("/v1/embeddings", sentence), heavy_embed)]
         ms = lambda x: f"{x * 1000:.0f}"
-        print(f"max_batch_tokens {info.get('max_batch_tokens')}: one sentence alone p50 {ms(pct(alone, 50))} ms; "
-              f"behind 32x512 p50 {ms(pct(behind, 50))} ms, max {ms(max(behind))} ms; "
-              f"the 32x512 request p50 {ms(pct(heavy_s, 50))} ms ({a.rounds} rounds)")
+        print(f"max_batch_tokens {info.get('max_batch_tokens')}, {a.rounds} rounds per case")
+        print(f"{'case':<46} {'alone p50':>9} {'n':>5} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'long s p50':>10}")
+        for name, (spath, sbody), (hpath, hbody) in cases:
+            for _ in range(3):
+                post(port, spath, sbody)
+            alone = [post(port, spath, sbody) for _ in range(20)]
+            behind, heavy_s = [], []
+            for _ in range(a.rounds):
+                done = threading.Event()
+
+                def heavy():
+                    heavy_s.append(post(port, hpath, hbody))
+                    done.set()
+
+                t = threading.Thread(target=heavy)
+                t.start()
+                time.sleep(0.2)  # the long request is admitted, tokenized and running
+                while not done.is_set():
+                    dt = post(port, spath, sbody)
+                    if not done.is_set():
+                        behind.append(dt)
+                    time.sleep(0.02)
+                t.join()
+            print(f"{name:<46} {ms(pct(alone, 50)):>9} {len(behind):>5} {ms(pct(behind, 50)):>7} "
+                  f"{ms(pct(behind, 99)):>7} {ms(max(behind)):>7} {pct(heavy_s, 50):>10.2f}", flush=True)
     finally:
         srv.terminate()
-        srv.wait(10)
+        srv.wait(30)
 
 
 if __name__ == "__main__":

@@ -408,7 +408,7 @@ fn every_error_code_has_an_openai_style_body() {
         let (c, b) = srv.post("/v2/rerank", &body);
         expect_error(c, &b, 422, "invalid_value");
     }
-    let (c, b) = srv.post("/embed", &json!({"inputs": "x", "truncation_direction": "left"}));
+    let (c, b) = srv.post("/embed", &json!({"inputs": "x", "truncation_direction": "middle"}));
     expect_error(c, &b, 422, "invalid_value");
 
     // 503: a configured model whose weights cannot be loaded

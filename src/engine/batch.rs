@@ -10,6 +10,19 @@ use crate::Result;
 /// Group input indices into batches: longest first, so rows of a batch have similar lengths; each
 /// batch holds at most `max_rows` rows and at most `max_tokens` padded tokens.
 pub fn plan(toks: &[Tokens], max_rows: Option<usize>, max_tokens: usize) -> Vec<Vec<usize>> {
+    plan_with(toks, max_rows, max_tokens, usize::MAX)
+}
+
+/// [`plan`], but a row shorter than `1 / max_pad` of its batch's longest row starts a new batch, and
+/// the batches come shortest first: the server's order, where a short request waiting beside a
+/// long one should neither be padded to the long one's width nor wait for its pass.
+pub fn plan_shortest_first(toks: &[Tokens], max_tokens: usize, max_pad: usize) -> Vec<Vec<usize>> {
+    let mut out = plan_with(toks, None, max_tokens, max_pad.max(1));
+    out.reverse();
+    out
+}
+
+fn plan_with(toks: &[Tokens], max_rows: Option<usize>, max_tokens: usize, max_pad: usize) -> Vec<Vec<usize>> {
     let mut order: Vec<usize> = (0..toks.len()).collect();
     order.sort_by(|&a, &b| toks[b].len().cmp(&toks[a].len()).then(a.cmp(&b)));
     let max_rows = max_rows.unwrap_or(usize::MAX).max(1);
@@ -19,7 +32,8 @@ pub fn plan(toks: &[Tokens], max_rows: Option<usize>, max_tokens: usize) -> Vec<
     for idx in order {
         let len = toks[idx].len().max(1);
         let width = cur_len.max(len);
-        if !cur.is_empty() && (cur.len() + 1 > max_rows || width * (cur.len() + 1) > max_tokens) {
+        let too_short = len.saturating_mul(max_pad) < width;
+        if !cur.is_empty() && (cur.len() + 1 > max_rows || width * (cur.len() + 1) > max_tokens || too_short) {
             out.push(std::mem::take(&mut cur));
             cur_len = 0;
         }
@@ -95,5 +109,18 @@ mod tests {
         let mut all: Vec<usize> = p.concat();
         all.sort();
         assert_eq!(all, vec![0, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn shortest_first_keeps_short_rows_out_of_long_batches() {
+        // One 512-token row beside short ones: the short rows go first, in their own batch.
+        let toks = vec![t(512), t(10), t(12), t(200), t(512)];
+        assert_eq!(plan_shortest_first(&toks, 1024, 4), vec![vec![2, 1], vec![3], vec![0, 4]]);
+        // Rows within the ratio stay together, as `plan` has them, shortest batch first.
+        let toks = vec![t(100), t(90), t(30), t(80)];
+        assert_eq!(plan_shortest_first(&toks, 1000, 4), vec![vec![0, 1, 3, 2]]);
+        assert_eq!(plan(&toks, None, 1000), vec![vec![0, 1, 3, 2]]);
+        let toks = vec![t(100), t(20), t(30), t(80)];
+        assert_eq!(plan_shortest_first(&toks, 1000, 4), vec![vec![1], vec![0, 3, 2]]);
     }
 }

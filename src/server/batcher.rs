@@ -58,7 +58,8 @@ type Reply = ApiResult<Output>;
 struct Job {
     work: Work,
     toks: Vec<Tokens>,
-    tx: oneshot::Sender<Reply>,
+    /// Taken when the request is answered.
+    tx: Option<oneshot::Sender<Reply>>,
     enqueued: Instant,
     /// Released when the job is answered or dropped.
     _permit: Permit,
@@ -216,7 +217,7 @@ impl Batcher {
     pub fn submit(&self, work: Work, toks: Vec<Tokens>, permit: Permit) -> ApiResult<oneshot::Receiver<Reply>> {
         let (tx, rx) = oneshot::channel();
         let mut inbox = self.shared.lock();
-        inbox.jobs.push_back(Job { work, toks, tx, enqueued: Instant::now(), _permit: permit });
+        inbox.jobs.push_back(Job { work, toks, tx: Some(tx), enqueued: Instant::now(), _permit: permit });
         drop(inbox);
         self.shared.ready.notify_one();
         Ok(rx)
@@ -292,7 +293,7 @@ impl Worker {
             }
             // Clients that went away (closed connection, timeout) get no compute.
             active.retain(|a| {
-                if a.job.tx.is_closed() {
+                if a.job.tx.as_ref().is_some_and(|tx| tx.is_closed()) {
                     self.metrics.dropped(&self.model);
                     false
                 } else {
@@ -306,9 +307,9 @@ impl Worker {
             let mut i = 0;
             while i < active.len() {
                 let a = &active[i];
-                if a.failed.is_some() || a.done == a.order.len() {
-                    let a = active.swap_remove(i);
-                    self.reply(a);
+                if a.job.tx.is_none() || a.failed.is_some() || a.done == a.order.len() {
+                    let mut a = active.swap_remove(i);
+                    self.reply(&mut a);
                 } else {
                     i += 1;
                 }
@@ -317,22 +318,26 @@ impl Worker {
         tracing::debug!(model = %self.model, "worker stopped");
     }
 
-    fn reply(&self, a: Active) {
-        let out = match a.failed {
+    /// Answer a finished or failed request (once; later calls do nothing). Its permit goes when
+    /// the worker drops it from the active set.
+    fn reply(&self, a: &mut Active) {
+        let Some(tx) = a.job.tx.take() else { return };
+        let out = match a.failed.take() {
             Some(e) => Err(e),
             None => match a.job.work {
-                Work::Embed { .. } => Ok(Output::Vectors(a.vectors)),
+                Work::Embed { .. } => Ok(Output::Vectors(std::mem::take(&mut a.vectors))),
                 Work::Score { raw } => {
                     let act = if raw { ScoreActivation::Identity } else { self.engine.spec.score_activation };
-                    Ok(Output::Scores(a.scores.into_iter().map(|s| rerank::activate(s, act)).collect()))
+                    Ok(Output::Scores(a.scores.drain(..).map(|s| rerank::activate(s, act)).collect()))
                 }
             },
         };
-        // The receiver may be gone already; nothing to do then. The permit goes with `a.job`.
-        let _ = a.job.tx.send(out);
+        // The receiver may be gone already; nothing to do then.
+        let _ = tx.send(out);
     }
 
-    /// Choose inputs fairly across active requests, then run them in length-sorted forward passes.
+    /// Choose inputs fairly across active requests, then run them in length-sorted forward passes,
+    /// the shortest first, answering each request as soon as its last input is done.
     fn step(&self, active: &mut [Active]) {
         let budget = self.engine.max_batch_tokens;
         let share = (budget / active.len()).max(1);
@@ -367,7 +372,10 @@ impl Worker {
         }
         for (key, rows) in picks {
             let toks: Vec<Tokens> = rows.iter().map(|&(j, r)| active[j].job.toks[r].clone()).collect();
-            for group in batch::plan(&toks, None, budget) {
+            // A row shorter than a quarter of a pass's width gets a pass of its own, and short
+            // passes go first: a one-sentence request beside a 512-token one is neither padded to
+            // 512 nor kept waiting for that pass.
+            for group in batch::plan_shortest_first(&toks, budget, 4) {
                 let t0 = Instant::now();
                 let result =
                     std::panic::catch_unwind(AssertUnwindSafe(|| self.forward(&toks, &group, key, active, &rows)));
@@ -384,6 +392,12 @@ impl Worker {
                     tracing::error!(model = %self.model, "{e}");
                     for &i in &group {
                         active[rows[i].0].failed.get_or_insert_with(|| e.clone());
+                    }
+                }
+                for &i in &group {
+                    let a = &mut active[rows[i].0];
+                    if a.failed.is_some() || a.done == a.order.len() {
+                        self.reply(a);
                     }
                 }
             }
