@@ -24,7 +24,10 @@ const RSS_BUDGET_KB: u64 = 256 * 1024;
 fn start_capped(args: &[&str]) -> Server {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_embedrank"));
     cmd.arg("serve").arg("--port").arg("0").arg("--cache-dir").arg(test_hub()).args(args);
-    cmd.args(["--request-timeout", "600s"]).env("HF_HUB_OFFLINE", "1").env_remove("EMBEDRANK_API_KEY");
+    if !args.contains(&"--request-timeout") {
+        cmd.args(["--request-timeout", "600s"]);
+    }
+    cmd.env("HF_HUB_OFFLINE", "1").env_remove("EMBEDRANK_API_KEY");
     // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
     unsafe {
         cmd.pre_exec(|| {
@@ -274,6 +277,42 @@ fn overload_is_refused_before_tokenizing() {
     // A request larger than the whole queue runs alone rather than never.
     let (c, b) = srv.post("/v1/embeddings", &json!({"input": full(80)}));
     assert_eq!(c, 200, "{b}");
+}
+
+/// Admitted work is held under what the model computes in half the request timeout, once its rate
+/// is measured: a request that would wait past the timeout is a 429 up front, not a 504 later.
+#[test]
+fn queued_work_is_bounded_by_the_measured_compute_rate() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    // One-row passes, so the first request stays queued a while; 4 s timeout: 2 s of queued work.
+    let cfg = config(tmp.path(), &format!("max_batch_tokens = 32\n[[models]]\nid = \"{MINILM}\"\n"));
+    let srv = start_capped(&["--config", &cfg, "--preload", "--request-timeout", "4s"]);
+    let (c, info) = srv.get("/info");
+    assert_eq!(c, 200);
+    assert_eq!(info["max_queue_seconds"], 2.0, "{info}");
+    let (c, b) = srv.post("/v1/embeddings", &json!({"input": ["warm up the rate", "!".repeat(200)]}));
+    assert_eq!(c, 200, "{b}");
+    let base = srv.base.clone();
+    let first = std::thread::spawn(move || {
+        let input: Vec<String> = (0..20).map(|_| "!".repeat(254)).collect();
+        answer(ureq::post(&format!("{base}/v1/embeddings")).send_json(json!({"input": input}))).0
+    });
+    srv.wait_for("first request admitted", || srv.metric("embedrank_queue_depth{model=") >= 1.0);
+    // 2,048 inputs of 256 tokens: 524,288 tokens, half the token cap (so only the time bound can
+    // refuse it), and more than any CPU computes in 2 s.
+    let input: Vec<String> = (0..2048).map(|_| "!".repeat(254)).collect();
+    let first_was_done = first.is_finished();
+    match ureq::post(&srv.url("/v1/embeddings")).send_json(json!({"input": input})) {
+        Err(ureq::Error::Status(429, r)) => {
+            assert!(r.header("Retry-After").is_some(), "Retry-After");
+            let body: Value = r.into_json().expect("json");
+            assert_eq!(body["error"]["code"], "queue_full", "{body}");
+            assert!(body["error"]["message"].as_str().unwrap_or("").contains("queued work"), "{body}");
+        }
+        // Only possible when the first request was answered before the second was sent.
+        other => assert!(first_was_done, "expected 429, got {:?}", other.map(|r| r.status())),
+    }
+    let _ = first.join().expect("join");
 }
 
 /// MiniLM with its first LayerNorm's weights set to NaN: every output is NaN.

@@ -13,11 +13,13 @@
 //! upper bound from its byte lengths) before it is tokenized; when the model already has
 //! `max_queue` requests or `max_queue_tokens` tokens admitted, the answer is 429 at once. The
 //! permit shrinks to the real count after tokenizing and is released when the request is
-//! answered or dropped.
+//! answered or dropped. Once the worker has measured its compute rate (tokens per second of
+//! forward passes, a moving average), the admitted tokens are also held under what it can do in
+//! `QueueLimits::seconds`, so work is refused up front rather than admitted and timed out.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -77,6 +79,8 @@ struct Shared {
     depth: AtomicUsize,
     /// Tokens reserved by admitted requests.
     tokens: AtomicUsize,
+    /// Measured compute rate in tokens per second (f64 bits; 0 until the first pass).
+    rate: AtomicU64,
 }
 
 impl Shared {
@@ -98,6 +102,20 @@ pub struct QueueLimits {
     pub requests: usize,
     /// Estimated tokens of the admitted requests.
     pub tokens: usize,
+    /// Admitted work in seconds of the measured compute rate (no bound until it is measured).
+    pub seconds: Option<f64>,
+}
+
+/// Tokens a queue of `limits` may hold at a compute rate of `rate` tokens per second (0: not yet
+/// measured), never less than one pass of `pass` tokens.
+fn capacity(limits: QueueLimits, rate: f64, pass: usize) -> usize {
+    match limits.seconds {
+        Some(s) if rate > 0.0 && s > 0.0 => {
+            let by_time = (rate * s).min(usize::MAX as f64) as usize;
+            limits.tokens.min(by_time.max(pass))
+        }
+        _ => limits.tokens,
+    }
 }
 
 /// A request's place in a model's queue: counted in `max_queue` and `max_queue_tokens` until dropped.
@@ -142,6 +160,8 @@ pub struct Batcher {
     model: Arc<str>,
     metrics: Arc<Metrics>,
     limits: QueueLimits,
+    /// The engine's padded-token budget of one forward pass.
+    max_batch_tokens: usize,
     /// Tokenizations running at once for this model: each holds a chunk of tokenizer state, so
     /// their number (not only their admitted tokens) bounds memory.
     pub tokenizing: Arc<tokio::sync::Semaphore>,
@@ -159,8 +179,16 @@ impl Batcher {
             ready: Condvar::new(),
             depth: AtomicUsize::new(0),
             tokens: AtomicUsize::new(0),
+            rate: AtomicU64::new(0),
         });
-        let worker = Worker { engine, shared: shared.clone(), model: model.clone(), metrics: metrics.clone() };
+        let max_batch_tokens = engine.max_batch_tokens;
+        let worker = Worker {
+            rate_acc: std::cell::Cell::new((0.0, 0.0)),
+            engine,
+            shared: shared.clone(),
+            model: model.clone(),
+            metrics: metrics.clone(),
+        };
         std::thread::Builder::new().name(format!("embedrank-worker-{model}")).spawn(move || worker.run())?;
         metrics.queue_depth(&model, 0);
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -168,13 +196,25 @@ impl Batcher {
             shared,
             model: model.into(),
             metrics,
-            limits: QueueLimits { requests: limits.requests.max(1), tokens: limits.tokens.max(1) },
+            limits: QueueLimits { requests: limits.requests.max(1), tokens: limits.tokens.max(1), ..limits },
+            max_batch_tokens,
             tokenizing: Arc::new(tokio::sync::Semaphore::new(cores.max(2))),
         })
     }
 
     pub fn limits(&self) -> QueueLimits {
         self.limits
+    }
+
+    /// Tokens the queue may hold now: `max_queue_tokens`, or less once the compute rate is
+    /// known, what the worker does in `seconds` (never less than one full pass).
+    pub fn capacity(&self) -> usize {
+        capacity(self.limits, self.rate(), self.max_batch_tokens)
+    }
+
+    /// The measured compute rate in tokens per second (0 until the first forward pass).
+    pub fn rate(&self) -> f64 {
+        f64::from_bits(self.shared.rate.load(Ordering::Relaxed))
     }
 
     /// Admit a request of about `estimate` tokens, before any work on it: 429 when the model
@@ -186,15 +226,16 @@ impl Batcher {
             self.shared.depth.fetch_sub(1, Ordering::SeqCst);
             return Err(ApiError::overloaded(&self.model));
         }
-        let want = estimate.clamp(1, self.limits.tokens);
+        let cap = self.capacity();
+        let want = estimate.clamp(1, cap);
         let mut cur = self.shared.tokens.load(Ordering::SeqCst);
         loop {
-            if cur + want > self.limits.tokens {
+            if cur + want > cap {
                 self.shared.depth.fetch_sub(1, Ordering::SeqCst);
                 let mut e = ApiError::overloaded(&self.model);
                 e.message = format!(
-                    "model `{}` has too much queued work ({cur} of {} tokens; this request needs about {want}); retry later",
-                    self.model, self.limits.tokens
+                    "model `{}` has too much queued work ({cur} of {cap} tokens; this request needs about {want}); retry later",
+                    self.model
                 );
                 return Err(e);
             }
@@ -255,6 +296,8 @@ struct Active {
 }
 
 struct Worker {
+    /// Decayed (tokens, seconds) of forward passes: the compute rate.
+    rate_acc: std::cell::Cell<(f64, f64)>,
     engine: Arc<Engine>,
     shared: Arc<Shared>,
     model: String,
@@ -380,7 +423,9 @@ impl Worker {
                 let result =
                     std::panic::catch_unwind(AssertUnwindSafe(|| self.forward(&toks, &group, key, active, &rows)));
                 let width = group.iter().map(|&i| toks[i].len()).max().unwrap_or(0);
-                self.metrics.observe_time(Hist::InferenceSeconds, &self.model, t0.elapsed());
+                let took = t0.elapsed();
+                self.record_rate(group.iter().map(|&i| toks[i].len()).sum(), took);
+                self.metrics.observe_time(Hist::InferenceSeconds, &self.model, took);
                 self.metrics.observe(Hist::BatchSize, &self.model, group.len() as f64);
                 self.metrics.observe(Hist::BatchTokens, &self.model, (group.len() * width) as f64);
                 let err = match result {
@@ -402,6 +447,20 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Fold one pass into the compute rate admission reads: tokens over seconds of compute, both
+    /// decayed with a 10 s time constant, so many tiny passes do not outweigh a long one.
+    fn record_rate(&self, tokens: usize, took: std::time::Duration) {
+        let secs = took.as_secs_f64();
+        if tokens == 0 || secs <= 0.0 {
+            return;
+        }
+        let (t, s) = self.rate_acc.get();
+        let keep = (-secs / 10.0).exp();
+        let (t, s) = (t * keep + tokens as f64, s * keep + secs);
+        self.rate_acc.set((t, s));
+        self.shared.rate.store((t / s).to_bits(), Ordering::Relaxed);
     }
 
     /// One forward pass over `group` (indices into `toks`/`rows`); results go to their requests.
@@ -436,5 +495,20 @@ impl Worker {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capacity_follows_the_compute_rate_once_measured() {
+        let l = QueueLimits { requests: 256, tokens: 1 << 20, seconds: Some(30.0) };
+        assert_eq!(capacity(l, 0.0, 1024), 1 << 20, "unmeasured: the token cap");
+        assert_eq!(capacity(l, 10_000.0, 1024), 300_000, "30 s at 10k tokens/s");
+        assert_eq!(capacity(l, 1e9, 1024), 1 << 20, "never above the token cap");
+        assert_eq!(capacity(l, 1.0, 1024), 1024, "never below one pass");
+        assert_eq!(capacity(QueueLimits { seconds: None, ..l }, 10_000.0, 1024), 1 << 20);
     }
 }

@@ -242,6 +242,9 @@ pub struct RequestCaps {
     pub max_rerank_documents: usize,
     pub max_queue: usize,
     pub max_queue_tokens: usize,
+    /// Queued work allowed, in seconds of the model's measured compute rate: half the request
+    /// timeout, so what is admitted can finish before it and overload is a 429, not a 504.
+    pub max_queue_seconds: Option<f64>,
 }
 
 /// The checked form of the settings that have units.
@@ -340,6 +343,7 @@ impl ServeConfig {
             max_rerank_documents: self.max_rerank_documents,
             max_queue: self.max_queue,
             max_queue_tokens: self.max_queue_tokens,
+            max_queue_seconds: parse_duration(&self.request_timeout).ok().map(|d| d.as_secs_f64() / 2.0),
         }
     }
 

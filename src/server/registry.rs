@@ -156,7 +156,11 @@ impl Registry {
         self.make_room(slot)?;
         let s = slot.clone();
         let metrics = self.metrics.clone();
-        let queue = QueueLimits { requests: self.caps.max_queue, tokens: self.caps.max_queue_tokens };
+        let queue = QueueLimits {
+            requests: self.caps.max_queue,
+            tokens: self.caps.max_queue_tokens,
+            seconds: self.caps.max_queue_seconds,
+        };
         let loaded = tokio::task::spawn_blocking(move || load(&s, metrics, queue))
             .await
             .map_err(|e| ApiError::internal(format!("model load task failed: {e}")))??;

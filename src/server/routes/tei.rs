@@ -255,6 +255,7 @@ pub async fn info(State(st): State<Shared>, Query(q): Query<InfoQuery>) -> ApiRe
         "max_client_batch_size": st.registry.caps.max_client_batch_size,
         "max_rerank_documents": st.registry.caps.max_rerank_documents,
         "max_queue_tokens": st.registry.caps.max_queue_tokens,
+        "max_queue_seconds": st.registry.caps.max_queue_seconds,
         "auto_truncate": true,
         "version": env!("CARGO_PKG_VERSION"),
         "models": st.registry.names(),
