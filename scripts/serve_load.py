@@ -168,9 +168,20 @@ def pct(xs, p):
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 
 
+def work_tokens(port):
+    """Padded tokens of every forward pass so far (the sum of /metrics' embedrank_batch_tokens)."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    c.request("GET", "/metrics")
+    total = 0.0
+    for line in c.getresponse().read().decode().splitlines():
+        if line.startswith("embedrank_batch_tokens_sum"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
 def run_wrk(port, clients, secs, lua, bodies_path, honour):
     env = dict(os.environ, BODIES=bodies_path, HONOUR="1" if honour else "0")
-    cmd = ["wrk", "-t2", f"-c{clients}", f"-d{secs}s", "--timeout", "30s", "-s", lua, f"http://127.0.0.1:{port}"]
+    cmd = ["wrk", "-t2", f"-c{clients}", f"-d{secs}s", "--timeout", "75s", "-s", lua, f"http://127.0.0.1:{port}"]
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, preexec_fn=raise_nofile)
     for line in p.stdout.splitlines():
         if line.startswith("WRKJSON "):
@@ -238,7 +249,9 @@ def main():
             probe = Probe(port, short)
             sampler.start()
             probe.start()
+            tok0 = work_tokens(port)
             w = run_wrk(port, clients, secs, lua, bodies_path, honour)
+            tok1 = work_tokens(port)
             probe.stop.set()
             sampler.stop.set()
             probe.join()
@@ -254,6 +267,7 @@ def main():
                 "no_retry_after": w["no_retry_after"],
                 "socket_errors": e["connect"] + e["read"] + e["write"], "timeouts": e["timeout"],
                 "goodput": st.get(200, 0) / dur,
+                "work_tokens_per_s": (tok1 - tok0) / dur,
                 "p50_ms": w["latency_p50_us"] / 1000, "p99_ms": w["latency_p99_us"] / 1000,
                 "probe_ok": len(probe.ok), "probe_refused": probe.refused, "probe_failed": probe.failed,
                 "probe_p50_ms": pct(probe.ok, 50) * 1000, "probe_p99_ms": pct(probe.ok, 99) * 1000,
@@ -275,27 +289,28 @@ def main():
             srv.kill()
     if not a.json:
         print(f"{'phase':<18} {'secs':>5} {'reqs':>7} {'200':>7} {'429':>7} {'503':>4} {'5xx':>4} {'4xx':>4} "
-              f"{'noRA':>4} {'sock':>4} {'tmo':>4} {'good/s':>7} {'p50ms':>7} {'p99ms':>7} "
+              f"{'noRA':>4} {'sock':>4} {'tmo':>4} {'good/s':>7} {'ktok/s':>6} {'p50ms':>7} {'p99ms':>7} "
               f"{'short n':>7} {'refused':>7} {'s p50':>6} {'s p99':>6} {'RSS MiB':>8}")
         for r in rows:
             print(f"{r['phase']:<18} {r['secs']:>5} {r['requests']:>7} {r['ok']:>7} {r['429']:>7} {r['503']:>4} "
                   f"{r['5xx']:>4} {r['other']:>4} {r['no_retry_after']:>4} {r['socket_errors']:>4} {r['timeouts']:>4} "
-                  f"{r['goodput']:>7.1f} {r['p50_ms']:>7.0f} {r['p99_ms']:>7.0f} {r['probe_ok']:>7} "
+                  f"{r['goodput']:>7.1f} {r['work_tokens_per_s'] / 1000:>6.1f} {r['p50_ms']:>7.0f} {r['p99_ms']:>7.0f} {r['probe_ok']:>7} "
                   f"{r['probe_refused']:>7} {r['probe_p50_ms']:>6.0f} {r['probe_p99_ms']:>6.0f} "
                   f"{r['rss_idle_mib'] or 0:>4.0f}→{r['rss_max_mib']:<4.0f}")
         plain = [r for r in rows if "honouring" not in r["phase"] and "soak" not in r["phase"]]
-        by = {}
-        for r in plain:
-            by.setdefault(r["clients"], []).append(r["goodput"])
-        if len(by) >= 2:
-            lo, hi = min(by), max(by)
-            mean = lambda xs: sum(xs) / len(xs)
-            print(f"goodput at {hi} clients / at {lo} (mean of {len(by[hi])} and {len(by[lo])} phases): "
-                  f"{mean(by[hi]) / max(mean(by[lo]), 1e-9):.3f}")
-        hon = [r for r in rows if "honouring" in r["phase"]]
-        if hon and plain:
-            peak = max(r["goodput"] for r in plain)
-            print(f"goodput honouring Retry-After / peak: {hon[0]['goodput'] / max(peak, 1e-9):.3f}")
+        mean = lambda xs: sum(xs) / len(xs)
+        for key, what in (("goodput", "goodput (200s/s)"), ("work_tokens_per_s", "work done (tokens/s)")):
+            by = {}
+            for r in plain:
+                by.setdefault(r["clients"], []).append(r[key])
+            if len(by) >= 2:
+                lo, hi = min(by), max(by)
+                print(f"{what} at {hi} clients / at {lo} (mean of {len(by[hi])} and {len(by[lo])} phases): "
+                      f"{mean(by[hi]) / max(mean(by[lo]), 1e-9):.3f}")
+            hon = [r for r in rows if "honouring" in r["phase"]]
+            if hon and plain:
+                peak = max(r[key] for r in plain)
+                print(f"{what} honouring Retry-After / peak: {hon[0][key] / max(peak, 1e-9):.3f}")
         for r in rows:
             if r["rss_samples"]:
                 s = r["rss_samples"]

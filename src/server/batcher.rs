@@ -107,12 +107,15 @@ pub struct QueueLimits {
 }
 
 /// Tokens a queue of `limits` may hold at a compute rate of `rate` tokens per second (0: not yet
-/// measured), never less than one pass of `pass` tokens.
+/// measured): what that rate computes in `limits.seconds`, but never less than a quarter of the
+/// token cap nor one pass of `pass` tokens. The floor matters: a storm of refused requests slows the
+/// passes, which lowers the measured rate, which would refuse more — without it that loop shrank
+/// the queue to a few requests under a 1,000-client load.
 fn capacity(limits: QueueLimits, rate: f64, pass: usize) -> usize {
     match limits.seconds {
         Some(s) if rate > 0.0 && s > 0.0 => {
             let by_time = (rate * s).min(usize::MAX as f64) as usize;
-            limits.tokens.min(by_time.max(pass))
+            limits.tokens.min(by_time.max(limits.tokens / 4).max(pass))
         }
         _ => limits.tokens,
     }
@@ -508,7 +511,9 @@ mod tests {
         assert_eq!(capacity(l, 0.0, 1024), 1 << 20, "unmeasured: the token cap");
         assert_eq!(capacity(l, 10_000.0, 1024), 300_000, "30 s at 10k tokens/s");
         assert_eq!(capacity(l, 1e9, 1024), 1 << 20, "never above the token cap");
-        assert_eq!(capacity(l, 1.0, 1024), 1024, "never below one pass");
+        assert_eq!(capacity(l, 1.0, 1024), 1 << 18, "never below a quarter of the token cap");
+        let small = QueueLimits { tokens: 2000, ..l };
+        assert_eq!(capacity(small, 1.0, 1024), 1024, "nor below one pass");
         assert_eq!(capacity(QueueLimits { seconds: None, ..l }, 10_000.0, 1024), 1 << 20);
     }
 }
