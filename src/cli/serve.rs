@@ -75,6 +75,10 @@ pub struct ServeArgs {
     /// On SIGTERM/SIGINT, wait this long for in-flight requests, then drop them (default 30s).
     #[arg(long)]
     pub shutdown_timeout: Option<String>,
+    /// A request may wait this long for room in a full queue before its 429 (default 500ms; 0s:
+    /// refuse at once).
+    #[arg(long)]
+    pub admission_wait: Option<String>,
     /// Accept POST bodies of any Content-Type (default: JSON only, else 415).
     #[arg(long)]
     pub allow_any_content_type: bool,
@@ -138,6 +142,9 @@ impl ServeArgs {
         }
         if let Some(v) = self.shutdown_timeout {
             c.shutdown_timeout = v;
+        }
+        if let Some(v) = self.admission_wait {
+            c.admission_wait = v;
         }
         c.allow_any_content_type |= self.allow_any_content_type;
         if let Some(v) = self.token_ids {

@@ -81,6 +81,8 @@ struct Shared {
     tokens: AtomicUsize,
     /// Measured compute rate in tokens per second (f64 bits; 0 until the first pass).
     rate: AtomicU64,
+    /// Signalled when admitted work shrinks: requests waiting for room look again.
+    room: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -141,6 +143,7 @@ impl Permit {
         let tokens = tokens.clamp(1, capacity.max(1));
         if tokens < self.tokens {
             self.shared.tokens.fetch_sub(self.tokens - tokens, Ordering::SeqCst);
+            self.shared.room.notify_waiters();
         } else {
             self.shared.tokens.fetch_add(tokens - self.tokens, Ordering::SeqCst);
         }
@@ -153,6 +156,7 @@ impl Drop for Permit {
         self.shared.tokens.fetch_sub(self.tokens, Ordering::SeqCst);
         let d = self.shared.depth.fetch_sub(1, Ordering::SeqCst).saturating_sub(1);
         self.metrics.queue_depth(&self.model, d);
+        self.shared.room.notify_waiters();
         super::trim::request_done();
     }
 }
@@ -183,6 +187,7 @@ impl Batcher {
             depth: AtomicUsize::new(0),
             tokens: AtomicUsize::new(0),
             rate: AtomicU64::new(0),
+            room: tokio::sync::Notify::new(),
         });
         let max_batch_tokens = engine.max_batch_tokens;
         let worker = Worker {
@@ -218,6 +223,27 @@ impl Batcher {
     /// The measured compute rate in tokens per second (0 until the first forward pass).
     pub fn rate(&self) -> f64 {
         f64::from_bits(self.shared.rate.load(Ordering::Relaxed))
+    }
+
+    /// [`Self::admit`], but a request that does not fit waits up to `wait` for room (it holds
+    /// nothing meanwhile: no permit, no tokenizer work) before its 429. Clients that retry at once
+    /// on a 429 then send a few refusals a second each, not thousands, which would take the CPU
+    /// from the work that was admitted.
+    pub async fn admit_wait(&self, estimate: usize, wait: std::time::Duration) -> ApiResult<Permit> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let notified = self.shared.room.notified();
+            match self.admit(estimate) {
+                Ok(p) => return Ok(p),
+                Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+                // Look again on the next release, or after a short while at the latest (a
+                // release between the check and the wait is not missed for longer than that).
+                Err(_) => {
+                    let nap = deadline.min(tokio::time::Instant::now() + std::time::Duration::from_millis(50));
+                    let _ = tokio::time::timeout_at(nap, notified).await;
+                }
+            }
+        }
     }
 
     /// Admit a request of about `estimate` tokens, before any work on it: 429 when the model

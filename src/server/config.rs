@@ -111,6 +111,10 @@ pub struct ServeConfig {
     /// get 429; reserved before tokenizing, from byte lengths (an upper bound).
     #[serde(default = "default_max_queue_tokens")]
     pub max_queue_tokens: usize,
+    /// How long a request may wait for room in a full queue before its 429, e.g. "500ms"; "0s"
+    /// refuses at once (for a load balancer that should try another replica).
+    #[serde(default = "default_admission_wait")]
+    pub admission_wait: String,
     /// Inputs per embedding or /tokenize request (TEI's `max_client_batch_size`; OpenAI's 2,048).
     #[serde(default = "default_max_client_batch_size")]
     pub max_client_batch_size: usize,
@@ -184,6 +188,9 @@ fn default_shutdown_timeout() -> String {
 fn default_max_queue_tokens() -> usize {
     1 << 20
 }
+fn default_admission_wait() -> String {
+    "500ms".into()
+}
 fn default_max_client_batch_size() -> usize {
     2048
 }
@@ -204,6 +211,7 @@ impl Default for ServeConfig {
             request_timeout: default_timeout(),
             cors_origins: Vec::new(),
             max_queue: default_max_queue(),
+            admission_wait: default_admission_wait(),
             max_queue_tokens: default_max_queue_tokens(),
             max_client_batch_size: default_max_client_batch_size(),
             max_rerank_documents: default_max_rerank_documents(),
@@ -245,6 +253,8 @@ pub struct RequestCaps {
     /// Queued work allowed, in seconds of the model's measured compute rate: half the request
     /// timeout, so what is admitted can finish before it and overload is a 429, not a 504.
     pub max_queue_seconds: Option<f64>,
+    /// How long a request waits for room in a full queue before its 429.
+    pub admission_wait: Duration,
 }
 
 /// The checked form of the settings that have units.
@@ -309,6 +319,9 @@ impl ServeConfig {
         if request_timeout.is_zero() {
             return Err(bad("request_timeout must be more than 0".into()));
         }
+        if parse_duration(&self.admission_wait)? >= request_timeout {
+            return Err(bad("admission_wait must be shorter than request_timeout".into()));
+        }
         Ok(Limits {
             payload_limit: parse_size(&self.payload_limit)? as usize,
             request_timeout,
@@ -344,6 +357,8 @@ impl ServeConfig {
             max_queue: self.max_queue,
             max_queue_tokens: self.max_queue_tokens,
             max_queue_seconds: parse_duration(&self.request_timeout).ok().map(|d| d.as_secs_f64() / 2.0),
+            // Checked by `limits()` at start; a bad value cannot reach a running server.
+            admission_wait: parse_duration(&self.admission_wait).unwrap_or_default(),
         }
     }
 
@@ -440,6 +455,14 @@ mod tests {
         assert_eq!(c.models[0].alias, vec!["x".to_string()]);
         assert_eq!(c.keep_alive_for(&c.models[0]), Some(Duration::from_secs(60)));
         assert!(c.check().is_ok());
+        assert_eq!(c.request_caps().admission_wait, Duration::from_millis(500));
         assert!(toml::from_str::<ServeConfig>("bogus = 1").is_err());
+        let c: ServeConfig = toml::from_str("admission_wait = \"0s\"\n[[models]]\nid = \"m\"").expect("parses");
+        assert!(c.check().is_ok());
+        assert_eq!(c.request_caps().admission_wait, Duration::ZERO);
+        let c: ServeConfig = toml::from_str("admission_wait = \"90s\"\n[[models]]\nid = \"m\"").expect("parses");
+        assert!(c.check().is_err(), "a wait as long as the request timeout");
+        let c: ServeConfig = toml::from_str("admission_wait = \"soon\"\n[[models]]\nid = \"m\"").expect("parses");
+        assert!(c.check().is_err());
     }
 }

@@ -264,7 +264,7 @@ pub async fn embed(st: &Shared, call: EmbedCall) -> ApiResult<Embedded> {
         }
         Inputs::Ids(i) => i.iter().map(|x| x.len().clamp(1, max)).sum(),
     };
-    let permit = loaded.batcher.admit(estimate)?;
+    let permit = loaded.batcher.admit_wait(estimate, caps.admission_wait).await?;
     let busy = loaded.batcher.tokenizing.clone().acquire_owned().await;
     let busy = busy.map_err(|_| ApiError::internal("model is shutting down"))?;
     let t0 = Instant::now();
@@ -405,7 +405,7 @@ pub async fn rerank(st: &Shared, call: RerankCall) -> ApiResult<Reranked> {
             .as_ref()
             .map_or(0, |t| t.prefix.len() + t.suffix.len() + t.body(&t.default_instruction, "", "").len());
     let estimate: usize = call.documents.iter().map(|d| (fixed + d.len()).min(max)).sum();
-    let permit = loaded.batcher.admit(estimate)?;
+    let permit = loaded.batcher.admit_wait(estimate, caps.admission_wait).await?;
     let busy = loaded.batcher.tokenizing.clone().acquire_owned().await;
     let busy = busy.map_err(|_| ApiError::internal("model is shutting down"))?;
     let t0 = Instant::now();

@@ -190,7 +190,7 @@ pub async fn tokenize(
             caps.max_queue_tokens
         )));
     }
-    let permit = loaded.batcher.admit(estimate)?;
+    let permit = loaded.batcher.admit_wait(estimate, caps.admission_wait).await?;
     let busy = loaded.batcher.tokenizing.clone().acquire_owned().await;
     let busy = busy.map_err(|_| ApiError::internal("model is shutting down"))?;
     let out = tokio::task::spawn_blocking(move || -> ApiResult<Vec<Vec<TokenPiece>>> {
