@@ -7,6 +7,11 @@ first, so that a noisy shared machine hits both alike. Bench's tokens/s is its t
 job's is its own summary (reading, tokenizing, embedding, Parquet parts and manifest, model load
 excluded, as bench excludes it). Prints one row per round and dtype, then the medians.
 
+On a shared, loaded machine wall-clock ratios swing with the CPU share each process happens to
+get; both also report the CPU seconds (all threads) of the timed work, so the table adds tokens
+per CPU-second and its ratio (the job's extra work: reading, parsing, Parquet, manifest) and each
+run's CPU share (CPU seconds / wall seconds; 2.0 = both cores all the time).
+
     .venv/bin/python scripts/corpus_vs_bench.py --bin target/release/embedrank \
         --corpus /work/shared/data/scifact/corpus.jsonl --docs 2000 --rounds 3 --dtypes f32,int8
 """
@@ -61,7 +66,8 @@ def main() -> None:
                         break
         common = ["--cache-dir", a.cache_dir, "-m", a.model, "--batch-size", str(a.batch_size)]
         rows = []
-        hdr = f"{'round':>5} {'model':<22} {'dtype':<5} {'docs':>6} {'tokens':>8} {'bench tok/s':>11} {'job tok/s':>10} {'ratio':>7}"
+        hdr = (f"{'round':>5} {'model':<17} {'dtype':<5} {'docs':>6} {'tokens':>8} {'bench tok/s':>11} {'job tok/s':>10}"
+               f" {'ratio':>7} {'bench tok/cpu-s':>15} {'job tok/cpu-s':>13} {'cpu ratio':>9} {'cpu share b/j':>13}")
         print(hdr, flush=True)
         for r in range(a.rounds):
             for dt in a.dtypes.split(","):
@@ -98,19 +104,31 @@ def main() -> None:
                            bench_tokens_per_s=b["tokens_per_s"], job_tokens_per_s=j["tokens_per_s"],
                            ratio=j["tokens_per_s"] / b["tokens_per_s"], time=time.strftime("%H:%M:%S"),
                            job_stages=j.get("stages"))
+                bcpu, jcpu = b["runs"][0].get("cpu_s"), j.get("cpu_s")
+                if bcpu and jcpu:
+                    row.update(bench_tokens_per_cpu_s=b["real_tokens"] / bcpu, job_tokens_per_cpu_s=j["tokens"] / jcpu,
+                               bench_cpu_share=bcpu / b["runs"][0]["wall_s"], job_cpu_share=jcpu / j["seconds"])
+                    row["cpu_ratio"] = row["job_tokens_per_cpu_s"] / row["bench_tokens_per_cpu_s"]
                 if base:
                     row["baseline_job_tokens_per_s"] = base["tokens_per_s"]
                     row["baseline_ratio"] = base["tokens_per_s"] / b["tokens_per_s"]
                 rows.append(row)
-                print(f"{row['round']:>5} {row['model']:<22} {dt:<5} {n:>6} {row['tokens']:>8} "
+                print(f"{row['round']:>5} {row['model']:<17} {dt:<5} {n:>6} {row['tokens']:>8} "
                       f"{row['bench_tokens_per_s']:>11.0f} {row['job_tokens_per_s']:>10.0f} {100 * row['ratio']:>6.1f}%"
+                      + (f" {row['bench_tokens_per_cpu_s']:>15.0f} {row['job_tokens_per_cpu_s']:>13.0f}"
+                         f" {100 * row['cpu_ratio']:>8.1f}% {row['bench_cpu_share']:>6.2f}/{row['job_cpu_share']:.2f}"
+                         if "cpu_ratio" in row else "")
                       + (f"   baseline job {base['tokens_per_s']:.0f} ({100 * row['baseline_ratio']:.1f}%)" if base else ""),
                       flush=True)
         for dt in a.dtypes.split(","):
             mine = [x for x in rows if x["dtype"] == dt]
             med = lambda k: statistics.median(x[k] for x in mine)  # noqa: E731
-            print(f"{'med':>5} {mine[0]['model']:<22} {dt:<5} {n:>6} {mine[0]['tokens']:>8} "
+            cpu = all("cpu_ratio" in x for x in mine)
+            print(f"{'med':>5} {mine[0]['model']:<17} {dt:<5} {n:>6} {mine[0]['tokens']:>8} "
                   f"{med('bench_tokens_per_s'):>11.0f} {med('job_tokens_per_s'):>10.0f} {100 * med('ratio'):>6.1f}%"
+                  + (f" {med('bench_tokens_per_cpu_s'):>15.0f} {med('job_tokens_per_cpu_s'):>13.0f}"
+                     f" {100 * med('cpu_ratio'):>8.1f}% {med('bench_cpu_share'):>6.2f}/{med('job_cpu_share'):.2f}"
+                     if cpu else "")
                   + (f"   baseline job {med('baseline_job_tokens_per_s'):.0f} ({100 * med('baseline_ratio'):.1f}%)"
                      if a.baseline_bin else "")
                   + f"  (medians of {len(mine)} rounds)")

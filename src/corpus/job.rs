@@ -13,7 +13,7 @@ use super::input::{self, InputOptions};
 use super::manifest::{self, FileState, Identity, Manifest, Part};
 use super::store::{self, storage_err, ObjectStore, Store};
 use super::write::{self, VectorType};
-use crate::engine::{batch, EmbedOptions, Engine, Tokens};
+use crate::engine::{batch, memory, EmbedOptions, Engine, Tokens};
 use crate::{Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +61,8 @@ pub struct Summary {
     pub skipped_rows: u64,
     pub tokens: u64,
     pub seconds: f64,
+    /// CPU seconds (all threads) over `seconds`.
+    pub cpu_s: Option<f64>,
     pub docs_per_s: f64,
     pub tokens_per_s: f64,
     pub complete: bool,
@@ -474,7 +476,7 @@ fn join<T>(h: std::thread::ScopedJoinHandle<'_, T>) -> T {
 /// the calling thread embedding, and a writer thread (Parquet parts, manifest), joined by
 /// bounded queues, so the model never waits for input or output.
 pub fn run(engine: &Engine, o: &JobOptions, progress: &dyn Progress) -> Result<Summary> {
-    let t0 = Instant::now();
+    let (t0, cpu0) = (Instant::now(), memory::process_cpu_seconds());
     if o.shards == 0 || o.shard >= o.shards {
         return Err(Error::InvalidInput(format!(
             "--shard {}/{}: the index must be below the count",
@@ -555,6 +557,7 @@ pub fn run(engine: &Engine, o: &JobOptions, progress: &dyn Progress) -> Result<S
         skipped_rows: w.skipped,
         tokens: w.tokens,
         seconds,
+        cpu_s: cpu0.zip(memory::process_cpu_seconds()).map(|(a, b)| b - a),
         docs_per_s: w.documents as f64 / seconds.max(1e-9),
         tokens_per_s: w.tokens as f64 / seconds.max(1e-9),
         complete: true,
