@@ -57,6 +57,9 @@ impl Default for BenchOptions {
 #[derive(Debug, Clone, Serialize)]
 pub struct RunResult {
     pub wall_s: f64,
+    /// CPU seconds (all threads) the pass used: on a shared machine, wall time over this is the
+    /// share of the CPU it got.
+    pub cpu_s: Option<f64>,
     pub tokens_per_s: f64,
     pub texts_per_s: f64,
 }
@@ -143,11 +146,12 @@ pub fn run(engine: &Engine, w: &Workload, o: &BenchOptions, progress: &dyn Progr
     let mut runs = Vec::with_capacity(o.runs);
     progress.phase("throughput", o.runs as u64);
     for _ in 0..o.runs {
-        let t0 = Instant::now();
+        let (t0, cpu0) = (Instant::now(), memory::process_cpu_seconds());
         run_pass(engine, &plan, o, false)?;
         let wall_s = t0.elapsed().as_secs_f64();
         runs.push(RunResult {
             wall_s,
+            cpu_s: cpu0.zip(memory::process_cpu_seconds()).map(|(a, b)| b - a),
             tokens_per_s: plan.real_tokens as f64 / wall_s,
             texts_per_s: plan.texts as f64 / wall_s,
         });

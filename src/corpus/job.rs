@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::path::PathBuf;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -12,7 +13,7 @@ use super::input::{self, InputOptions};
 use super::manifest::{self, FileState, Identity, Manifest, Part};
 use super::store::{self, storage_err, ObjectStore, Store};
 use super::write::{self, VectorType};
-use crate::engine::{batch, EmbedOptions, Engine, Truncation};
+use crate::engine::{batch, memory, EmbedOptions, Engine, Tokens, Truncation};
 use crate::{Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,9 +61,13 @@ pub struct Summary {
     pub skipped_rows: u64,
     pub tokens: u64,
     pub seconds: f64,
+    /// CPU seconds (all threads) over `seconds`.
+    pub cpu_s: Option<f64>,
     pub docs_per_s: f64,
     pub tokens_per_s: f64,
     pub complete: bool,
+    /// Where the time went.
+    pub stages: Stages,
 }
 
 /// Which shard embeds part `chunk` of input file `file`: round robin over parts, offset by file,
@@ -207,7 +212,8 @@ fn identity(engine: &Engine, o: &JobOptions, files: &[InputFile]) -> Identity {
     }
 }
 
-/// The rows of one part being gathered.
+/// One part on its way through the pipeline: read, tokenize (reader thread), embed (compute),
+/// write (writer). Each stage drops what the next no longer needs.
 struct Chunk {
     file: usize,
     chunk: u64,
@@ -215,32 +221,231 @@ struct Chunk {
     texts: Vec<String>,
     keep: Vec<Vec<Option<String>>>,
     skipped: Vec<u64>,
+    toks: Vec<Tokens>,
+    vectors: Vec<Vec<f32>>,
+    tokens: u64,
 }
 
-struct Run<'a> {
-    engine: &'a Engine,
+impl Chunk {
+    fn new(file: usize, chunk: u64) -> Chunk {
+        Chunk {
+            file,
+            chunk,
+            ids: vec![],
+            texts: vec![],
+            keep: vec![],
+            skipped: vec![],
+            toks: vec![],
+            vectors: vec![],
+            tokens: 0,
+        }
+    }
+}
+
+enum Msg {
+    Part(Chunk),
+    /// Every row of file `file` has been read: it has `rows` rows.
+    FileEnd {
+        file: usize,
+        rows: u64,
+    },
+}
+
+/// Busy seconds of the pipeline's stages (each runs on its own thread, so they overlap).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Stages {
+    /// Reading and parsing input rows (reader thread; remote downloads included).
+    pub read_s: f64,
+    /// Tokenizing parts (reader thread).
+    pub tokenize_s: f64,
+    /// Forward passes and pooling (compute thread).
+    pub embed_s: f64,
+    /// The compute thread waiting for the next tokenized part (ideally only the first).
+    pub embed_wait_s: f64,
+    /// Writing and publishing Parquet parts (writer thread).
+    pub write_s: f64,
+    /// Saving the manifest (writer thread).
+    pub manifest_s: f64,
+}
+
+/// Parts queued between two stages: none, a hand-over. At most three parts are alive at once
+/// (one read and tokenized, waiting; one embedding; one being written), so memory stays bounded by
+/// a few windows whatever the corpus size. Reading, tokenizing and writing a part take a small
+/// fraction of embedding it, so the next part is ready when the model is.
+const QUEUE: usize = 0;
+
+/// The reader thread: gather the shard's rows part by part, tokenize each part, send it on.
+/// Returns early (Ok) when the compute thread has hung up: its error is the one reported.
+fn read_parts(
+    engine: &Engine,
+    o: &JobOptions,
+    files: &[InputFile],
+    known_rows: &[Option<u64>],
+    done: &HashSet<(usize, u64)>,
+    tx: SyncSender<Msg>,
+    st: &mut Stages,
+) -> Result<()> {
+    let r = o.part_rows;
+    let tokenize = |mut c: Chunk, st: &mut Stages| -> Result<Msg> {
+        let t = Instant::now();
+        c.toks = engine.tokenize_texts(&c.texts, &o.embed)?;
+        c.texts = Vec::new();
+        st.tokenize_s += t.elapsed().as_secs_f64();
+        Ok(Msg::Part(c))
+    };
+    for (fi, f) in files.iter().enumerate() {
+        let want = |row: u64| {
+            let k = row / r;
+            shard_of(fi, k, o.shards) == o.shard && !done.contains(&(fi, k))
+        };
+        if let Some(rows) = known_rows[fi] {
+            if (0..rows.div_ceil(r)).all(|k| !want(k * r)) {
+                continue; // nothing left for this shard in this file
+            }
+        }
+        let mut t = Instant::now();
+        let local = f.local_copy()?;
+        let mut reader = input::open(&local.path, &f.name, &o.input)?;
+        let mut cur: Option<Chunk> = None;
+        while let Some(row) = reader.next_row(&want)? {
+            if !want(row.row) {
+                continue;
+            }
+            let k = row.row / r;
+            if cur.as_ref().map(|c| c.chunk) != Some(k) {
+                if let Some(c) = cur.take() {
+                    st.read_s += t.elapsed().as_secs_f64();
+                    let m = tokenize(c, st)?;
+                    if tx.send(m).is_err() {
+                        return Ok(());
+                    }
+                    t = Instant::now();
+                }
+                cur = Some(Chunk::new(fi, k));
+            }
+            let Some(c) = cur.as_mut() else { continue };
+            match row.data {
+                Ok(rec) => {
+                    c.ids.push(rec.id);
+                    c.texts.push(rec.text);
+                    c.keep.push(rec.keep);
+                }
+                Err(msg) => match o.on_error {
+                    OnError::Stop => {
+                        return Err(Error::InvalidInput(format!(
+                            "{}:{}: {msg} (--on-error skip skips such rows)",
+                            f.name, row.line
+                        )))
+                    }
+                    OnError::Skip => {
+                        tracing::warn!(file = %f.name, line = row.line, "skipping row: {msg}");
+                        c.skipped.push(row.row);
+                    }
+                },
+            }
+        }
+        st.read_s += t.elapsed().as_secs_f64();
+        if let Some(c) = cur.take() {
+            let m = tokenize(c, st)?;
+            if tx.send(m).is_err() {
+                return Ok(());
+            }
+        }
+        if tx.send(Msg::FileEnd { file: fi, rows: reader.rows() }).is_err() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// The compute thread: exactly `Engine::embed`'s batches of each part (length-sorted under the
+/// token budget, the part is the window), one batch at a time so progress moves. Returns early
+/// (Ok) when the writer has hung up.
+fn embed_parts(
+    engine: &Engine,
+    o: &JobOptions,
+    progress: &dyn Progress,
+    rx: Receiver<Msg>,
+    tx: SyncSender<Msg>,
+    st: &mut Stages,
+) -> Result<()> {
+    let opts = &o.embed;
+    loop {
+        let t = Instant::now();
+        let Ok(msg) = rx.recv() else { return Ok(()) };
+        st.embed_wait_s += t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let msg = match msg {
+            Msg::Part(mut c) => {
+                let toks = std::mem::take(&mut c.toks);
+                c.vectors = vec![Vec::new(); toks.len()];
+                for group in batch::plan(&toks, opts.batch_size, engine.max_batch_tokens) {
+                    let sub: Vec<_> = group.iter().map(|&i| toks[i].clone()).collect();
+                    let e = engine.embed_tokens(&sub, opts)?;
+                    for (v, &i) in e.vectors.into_iter().zip(&group) {
+                        c.vectors[i] = v;
+                    }
+                    c.tokens += e.tokens as u64;
+                    progress.add(group.len() as u64, e.tokens as u64);
+                }
+                Msg::Part(c)
+            }
+            end => end,
+        };
+        st.embed_s += t.elapsed().as_secs_f64();
+        if tx.send(msg).is_err() {
+            return Ok(());
+        }
+    }
+}
+
+/// The writer thread's state: the manifest and what this run wrote.
+struct Writer<'a> {
     o: &'a JobOptions,
     store: Arc<dyn Store>,
     man: Manifest,
-    progress: &'a dyn Progress,
     parts_written: usize,
     documents: u64,
     skipped: u64,
     tokens: u64,
+    st: Stages,
 }
 
-impl Run<'_> {
+impl Writer<'_> {
+    fn run(&mut self, rx: Receiver<Msg>) -> Result<()> {
+        for msg in rx {
+            match msg {
+                Msg::Part(c) => self.flush(c)?,
+                Msg::FileEnd { file, rows } => {
+                    if self.man.files[file].rows != Some(rows) {
+                        self.man.files[file].rows = Some(rows);
+                        self.save()?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn save(&mut self) -> Result<()> {
+        let t = Instant::now();
+        manifest::save(self.store.as_ref(), &self.man)?;
+        self.st.manifest_s += t.elapsed().as_secs_f64();
+        Ok(())
+    }
+
     fn flush(&mut self, c: Chunk) -> Result<()> {
-        let (vectors, tokens) = self.embed(&c.texts)?;
+        let t = Instant::now();
         let name = part_name(c.file, c.chunk);
-        let dim = vectors.first().map_or(self.man.identity.dimensions, Vec::len);
+        let dim = c.vectors.first().map_or(self.man.identity.dimensions, Vec::len);
         let tmp = self.store.temp_path(&name)?;
         let meta = vec![
             ("embedrank.model".to_string(), self.man.identity.model.clone()),
             ("embedrank.revision".to_string(), self.man.identity.revision.clone().unwrap_or_default()),
         ];
-        write::write_part(&tmp, &c.ids, &vectors, dim, self.o.vector_type, (&self.o.input.keep, &c.keep), &meta)?;
+        write::write_part(&tmp, &c.ids, &c.vectors, dim, self.o.vector_type, (&self.o.input.keep, &c.keep), &meta)?;
         self.store.commit(&name, &tmp)?;
+        self.st.write_s += t.elapsed().as_secs_f64();
         let r = self.o.part_rows;
         self.man.parts.push(Part {
             name,
@@ -250,40 +455,28 @@ impl Run<'_> {
             end_row: c.chunk * r + (c.ids.len() + c.skipped.len()) as u64,
             rows: c.ids.len() as u64,
             skipped: c.skipped.clone(),
-            tokens,
+            tokens: c.tokens,
         });
         // The part is published before the manifest names it: a crash in between only redoes it.
-        manifest::save(self.store.as_ref(), &self.man)?;
+        self.save()?;
         self.parts_written += 1;
         self.documents += c.ids.len() as u64;
         self.skipped += c.skipped.len() as u64;
-        self.tokens += tokens;
+        self.tokens += c.tokens;
         Ok(())
-    }
-
-    /// Exactly `Engine::embed`'s batches (length-sorted under the token budget), one batch at a
-    /// time so progress moves.
-    fn embed(&self, texts: &[String]) -> Result<(Vec<Vec<f32>>, u64)> {
-        let opts = &self.o.embed;
-        let toks = self.engine.tokenize_texts(texts, opts)?;
-        let mut out = vec![Vec::new(); texts.len()];
-        let mut tokens = 0u64;
-        for group in batch::plan(&toks, opts.batch_size, self.engine.max_batch_tokens) {
-            let sub: Vec<_> = group.iter().map(|&i| toks[i].clone()).collect();
-            let e = self.engine.embed_tokens(&sub, opts)?;
-            for (v, &i) in e.vectors.into_iter().zip(&group) {
-                out[i] = v;
-            }
-            tokens += e.tokens as u64;
-            self.progress.add(group.len() as u64, e.tokens as u64);
-        }
-        Ok((out, tokens))
     }
 }
 
-/// Run (or continue) shard `o.shard` of a job.
+fn join<T>(h: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    // A panic in a stage is a bug, not bad input: pass it on unchanged.
+    h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+}
+
+/// Run (or continue) shard `o.shard` of a job: a reader thread (reading, parsing, tokenizing),
+/// the calling thread embedding, and a writer thread (Parquet parts, manifest), joined by
+/// bounded queues, so the model never waits for input or output.
 pub fn run(engine: &Engine, o: &JobOptions, progress: &dyn Progress) -> Result<Summary> {
-    let t0 = Instant::now();
+    let (t0, cpu0) = (Instant::now(), memory::process_cpu_seconds());
     if o.shards == 0 || o.shard >= o.shards {
         return Err(Error::InvalidInput(format!(
             "--shard {}/{}: the index must be below the count",
@@ -326,79 +519,49 @@ pub fn run(engine: &Engine, o: &JobOptions, progress: &dyn Progress) -> Result<S
     });
     let parts_resumed = man.parts.len();
     let done: HashSet<(usize, u64)> = man.parts.iter().map(|p| (p.file, p.chunk)).collect();
-    let r = o.part_rows;
-    let mut run = Run { engine, o, store, man, progress, parts_written: 0, documents: 0, skipped: 0, tokens: 0 };
-    for (fi, f) in files.iter().enumerate() {
-        let want = |row: u64| {
-            let k = row / r;
-            shard_of(fi, k, o.shards) == o.shard && !done.contains(&(fi, k))
-        };
-        if let Some(rows) = run.man.files[fi].rows {
-            if (0..rows.div_ceil(r)).all(|k| !want(k * r)) {
-                continue; // nothing left for this shard in this file
-            }
-        }
-        let local = f.local_copy()?;
-        let mut reader = input::open(&local.path, &f.name, &o.input)?;
-        let mut cur: Option<Chunk> = None;
-        while let Some(row) = reader.next_row(&want)? {
-            if !want(row.row) {
-                continue;
-            }
-            let k = row.row / r;
-            if cur.as_ref().map(|c| c.chunk) != Some(k) {
-                if let Some(c) = cur.take() {
-                    run.flush(c)?;
-                }
-                cur = Some(Chunk { file: fi, chunk: k, ids: vec![], texts: vec![], keep: vec![], skipped: vec![] });
-            }
-            let Some(c) = cur.as_mut() else { continue };
-            match row.data {
-                Ok(rec) => {
-                    c.ids.push(rec.id);
-                    c.texts.push(rec.text);
-                    c.keep.push(rec.keep);
-                }
-                Err(msg) => match o.on_error {
-                    OnError::Stop => {
-                        return Err(Error::InvalidInput(format!(
-                            "{}:{}: {msg} (--on-error skip skips such rows)",
-                            f.name, row.line
-                        )))
-                    }
-                    OnError::Skip => {
-                        tracing::warn!(file = %f.name, line = row.line, "skipping row: {msg}");
-                        c.skipped.push(row.row);
-                    }
-                },
-            }
-        }
-        if let Some(c) = cur.take() {
-            run.flush(c)?;
-        }
-        let rows = reader.rows();
-        if run.man.files[fi].rows != Some(rows) {
-            run.man.files[fi].rows = Some(rows);
-            manifest::save(run.store.as_ref(), &run.man)?;
-        }
-    }
-    run.man.complete = true;
-    manifest::save(run.store.as_ref(), &run.man)?;
+    let known_rows: Vec<Option<u64>> = man.files.iter().map(|f| f.rows).collect();
+    let mut w = Writer { o, store, man, parts_written: 0, documents: 0, skipped: 0, tokens: 0, st: Stages::default() };
+    let (mut read_st, mut embed_st) = (Stages::default(), Stages::default());
+    let (to_embed, embed_rx) = sync_channel::<Msg>(QUEUE);
+    let (to_write, write_rx) = sync_channel::<Msg>(QUEUE);
+    let (read, embed, written) = std::thread::scope(|s| {
+        let (files, known_rows, done, read_st, w) = (&files, &known_rows, &done, &mut read_st, &mut w);
+        let reader = s.spawn(move || read_parts(engine, o, files, known_rows, done, to_embed, read_st));
+        let writer = s.spawn(move || w.run(write_rx));
+        let embed = embed_parts(engine, o, progress, embed_rx, to_write, &mut embed_st);
+        (join(reader), embed, join(writer))
+    });
+    // A later stage's error concerns an earlier part: it is the one a sequential run would meet.
+    written?;
+    embed?;
+    read?;
+    w.man.complete = true;
+    w.save()?;
     let seconds = t0.elapsed().as_secs_f64();
+    let stages = Stages {
+        read_s: read_st.read_s,
+        tokenize_s: read_st.tokenize_s,
+        embed_s: embed_st.embed_s,
+        embed_wait_s: embed_st.embed_wait_s,
+        write_s: w.st.write_s,
+        manifest_s: w.st.manifest_s,
+    };
     Ok(Summary {
         output: o.output.clone(),
         shard: o.shard,
         shards: o.shards,
         files: files.len(),
-        parts_written: run.parts_written,
+        parts_written: w.parts_written,
         parts_resumed,
-        documents: run.documents,
-        skipped_rows: run.skipped,
-        tokens: run.tokens,
+        documents: w.documents,
+        skipped_rows: w.skipped,
+        tokens: w.tokens,
         seconds,
-        docs_per_s: run.documents as f64 / seconds.max(1e-9),
-        tokens_per_s: run.tokens as f64 / seconds.max(1e-9),
+        cpu_s: cpu0.zip(memory::process_cpu_seconds()).map(|(a, b)| b - a),
+        docs_per_s: w.documents as f64 / seconds.max(1e-9),
+        tokens_per_s: w.tokens as f64 / seconds.max(1e-9),
         complete: true,
+        stages,
     })
 }
 

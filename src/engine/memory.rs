@@ -17,6 +17,15 @@ pub fn reset_peak_rss() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
+/// CPU time (user + system, all threads) this process has used, in seconds: with wall time, how
+/// much of the machine a piece of work got (`bench` and corpus jobs on a shared machine).
+pub fn process_cpu_seconds() -> Option<f64> {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec through a valid pointer.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    (rc == 0).then_some(ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9)
+}
+
 fn status_kib(key: &str) -> Option<u64> {
     let text = std::fs::read_to_string("/proc/self/status").ok()?;
     parse_kib(&text, key)
@@ -54,5 +63,7 @@ mod tests {
         let now = parse_kib(&text, "VmRSS:").expect("VmRSS on Linux");
         assert!(now > 0 && peak >= now, "peak {peak} kB, now {now} kB");
         assert!(peak_rss_bytes().is_some() && current_rss_bytes().is_some());
+        let c = process_cpu_seconds().expect("process CPU time on Linux");
+        assert!(c > 0.0 && process_cpu_seconds().unwrap() >= c);
     }
 }
