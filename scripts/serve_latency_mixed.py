@@ -12,10 +12,8 @@ prints, per case, the short requests' p50 / p99 / max against their latency alon
 request's time."""
 
 import argparse
-import glob
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,14 +21,11 @@ import threading
 import time
 import http.client
 
+# Shared with the load test (same folder).
+from serve_load import ensure_ce, free_port, pct
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def post(port, path, body):
@@ -42,22 +37,6 @@ def post(port, path, body):
     dt = time.perf_counter() - t0
     assert r.status == 200, (path, r.status)
     return dt
-
-
-def pct(xs, p):
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
-
-
-def ensure_ce(hub, out):
-    if os.path.exists(os.path.join(out, "model.safetensors")):
-        return out
-    snap = glob.glob(os.path.join(hub, "models--sentence-transformers--all-MiniLM-L6-v2", "snapshots", "*"))
-    tmp = out + ".tmp"
-    subprocess.run(["cargo", "run", "--quiet", "--example", "make_tiny_models", "--",
-                    "--minilm-shape-cross-encoder", tmp, snap[0]], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-    os.replace(tmp, out)
-    return out
 
 
 def main():

@@ -22,6 +22,7 @@ import json
 import os
 import random
 import resource
+import shutil
 import socket
 import subprocess
 import sys
@@ -204,7 +205,7 @@ def main():
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
     a = ap.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
     a.extra = extra
-    if not shutil_which("wrk"):
+    if not shutil.which("wrk"):
         sys.exit("wrk is missing: apt-get install wrk (scripts/setup.sh installs it)")
     ce = ensure_ce(a.hub, a.ce)
     tmp = tempfile.mkdtemp(prefix="embedrank-load-")
@@ -322,11 +323,6 @@ def main():
     if a.check and failed:
         print(f"FAIL: 5xx, 429/503 without Retry-After, socket errors or timeouts in: {', '.join(failed)}")
         sys.exit(1)
-
-
-def shutil_which(x):
-    import shutil
-    return shutil.which(x)
 
 
 if __name__ == "__main__":
