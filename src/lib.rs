@@ -10,6 +10,9 @@ pub mod corpus;
 pub mod engine;
 pub mod error;
 pub mod eval;
+// Entry points of the fuzz targets (fuzz/) and their bounded replay (tests/fuzz_corpus.rs).
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod model;
 pub mod server;
 // Some helpers serve only the x86-64 fast path (model::cpu_ops).

@@ -370,25 +370,55 @@ pub mod tiny {
     /// latency measurements, where the cost per token matters and the scores do not.
     pub const MINILM_SHAPE_CROSS_ENCODER: [usize; 4] = [384, 6, 12, 1536];
 
-    /// A BertForSequenceClassification reranker (one label) of `[hidden, layers, heads,
-    /// intermediate]` with seeded random weights and MiniLM's (uncased WordPiece) tokenizer files.
-    pub fn write_bert_cross_encoder(d: &Path, minilm: &Path, shape: [usize; 4]) -> Result<()> {
-        let [hidden, layers, heads, intermediate] = shape;
-        let cfg = json!({
-            "architectures": ["BertForSequenceClassification"],
+    fn bert_config(arch: &str, [hidden, layers, heads, intermediate]: [usize; 4]) -> Value {
+        json!({
+            "architectures": [arch],
             "model_type": "bert",
             "hidden_size": hidden, "num_hidden_layers": layers, "num_attention_heads": heads,
             "intermediate_size": intermediate,
             "hidden_act": "gelu", "max_position_embeddings": 512, "type_vocab_size": 2, "vocab_size": 30522,
             "layer_norm_eps": 1e-12, "pad_token_id": 0, "position_embedding_type": "absolute",
-            "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0, "initializer_range": 0.02,
-            "id2label": {"0": "LABEL_0"}, "label2id": {"LABEL_0": 0}
-        });
+            "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0, "initializer_range": 0.02
+        })
+    }
+
+    fn write_bert(d: &Path, minilm: &Path, cfg: &Value) -> Result<()> {
         let opts = SynthOptions { seed: SEED, std: 0.1, dtype: DType::F32, naming: Naming::Prefixed };
-        write_checkpoint(d, &cfg, &opts)?;
+        write_checkpoint(d, cfg, &opts)?;
         for f in ["tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"] {
             copy(&minilm.join(f), &d.join(f))?;
         }
         Ok(())
+    }
+
+    /// A BertForSequenceClassification reranker (one label) of `[hidden, layers, heads,
+    /// intermediate]` with seeded random weights and MiniLM's (uncased WordPiece) tokenizer files.
+    pub fn write_bert_cross_encoder(d: &Path, minilm: &Path, shape: [usize; 4]) -> Result<()> {
+        let mut cfg = bert_config("BertForSequenceClassification", shape);
+        cfg["id2label"] = json!({"0": "LABEL_0"});
+        cfg["label2id"] = json!({"LABEL_0": 0});
+        write_bert(d, minilm, &cfg)
+    }
+
+    /// A BertModel embedder of `shape` as sentence-transformers saves one (mean pooling, then
+    /// Normalize), with MiniLM's tokenizer files; for the fuzz harness, where a forward pass
+    /// must cost microseconds.
+    pub fn write_bert_embedder(d: &Path, minilm: &Path, shape: [usize; 4]) -> Result<()> {
+        write_bert(d, minilm, &bert_config("BertModel", shape))?;
+        write_json(
+            &d.join("modules.json"),
+            &json!([
+                {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+                {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}
+            ]),
+        )?;
+        write_json(
+            &d.join("1_Pooling/config.json"),
+            &json!({"word_embedding_dimension": shape[0], "pooling_mode_cls_token": false,
+                    "pooling_mode_mean_tokens": true, "pooling_mode_max_tokens": false,
+                    "pooling_mode_mean_sqrt_len_tokens": false}),
+        )?;
+        write_json(&d.join("sentence_bert_config.json"), &json!({"max_seq_length": 128, "do_lower_case": false}))
     }
 }

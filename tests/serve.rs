@@ -671,7 +671,9 @@ fn sigterm_finishes_in_flight_requests_then_exits() {
             })
         })
         .collect();
-    srv.wait_for("requests in flight", || srv.metric("embedrank_queue_depth{model=") >= 3.0);
+    // All six inside the server: a connection whose request the server has not read yet is closed
+    // at shutdown by design (as an idle one), which on a loaded machine is a race this test must not run.
+    srv.wait_for("requests in flight", || srv.metric("embedrank_queue_depth{model=") >= 6.0);
     let status = std::process::Command::new("kill").arg("-TERM").arg(srv.pid().to_string()).status().expect("kill");
     assert!(status.success());
     for h in handles {

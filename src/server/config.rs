@@ -278,7 +278,12 @@ pub struct ConnLimits {
 impl ServeConfig {
     pub fn load(path: &Path) -> Result<ServeConfig> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        toml::from_str(&text).map_err(|e| Error::config(path, e.to_string().replace('\n', " ")))
+        Self::parse(&text, path)
+    }
+
+    /// A config file's text; `path` names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<ServeConfig> {
+        toml::from_str(text).map_err(|e| Error::config(path, e.to_string().replace('\n', " ")))
     }
 
     /// Validate everything that can be checked before loading models.
@@ -380,10 +385,8 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
         "h" => n * 3600.0,
         _ => return Err(bad()),
     };
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(bad());
-    }
-    Ok(Duration::from_secs_f64(secs))
+    // try_: a value past u64 seconds (`1e30s`) is an error, not a panic.
+    Duration::try_from_secs_f64(secs).map_err(|_| bad())
 }
 
 /// None means never unload ("forever", "-1", "never").
@@ -425,6 +428,9 @@ mod tests {
     fn units() {
         assert_eq!(parse_duration("5m").ok(), Some(Duration::from_secs(300)));
         assert_eq!(parse_duration("250ms").ok(), Some(Duration::from_millis(250)));
+        // Found by the serve_config fuzz target: past u64 seconds was a panic.
+        assert!(parse_duration("99999999999999999999999").is_err());
+        assert!(parse_duration("1e30").is_err());
         assert!(parse_duration("5 weeks").is_err());
         assert_eq!(parse_keep_alive("forever").ok(), Some(None));
         assert_eq!(parse_size("2MiB").ok(), Some(2 * 1024 * 1024));

@@ -48,12 +48,19 @@ pub struct AppState {
 
 pub type Shared = Arc<AppState>;
 
-/// Run the server until SIGINT/SIGTERM. `on_listen` gets the bound address (port 0 picks one).
-/// In-flight requests are finished before this returns; new connections are refused meanwhile.
-pub async fn serve(cfg: ServeConfig, on_listen: impl FnOnce(SocketAddr)) -> Result<()> {
+/// The server's state and its full route table with every layer (limits, auth, metrics, intake
+/// checks), before any socket: `serve` runs it on a listener, the fuzz harness calls it in-process.
+pub struct App {
+    pub state: Shared,
+    pub router: Router,
+    pub conn_limits: config::ConnLimits,
+}
+
+/// Check `cfg` and build the [`App`] (models are resolved and their specs read; weights load on
+/// first use unless preloaded by `serve`).
+pub async fn build(cfg: &ServeConfig) -> Result<App> {
     let limits = cfg.check()?;
-    let mut conn_limits = cfg.conn_limits()?;
-    conn_limits.max_connections = conn::raise_fd_limit(conn_limits.max_connections);
+    let conn_limits = cfg.conn_limits()?;
     let metrics = Arc::new(Metrics::default());
     let reg_cfg = cfg.clone();
     let reg_metrics = metrics.clone();
@@ -74,7 +81,15 @@ pub async fn serve(cfg: ServeConfig, on_listen: impl FnOnce(SocketAddr)) -> Resu
         body_timeout: conn_limits.body_timeout,
         allow_any_content_type: conn_limits.allow_any_content_type,
     });
-    let app = router(state.clone(), limits.payload_limit, intake, &cfg.cors_origins)?;
+    let router = router(state.clone(), limits.payload_limit, intake, &cfg.cors_origins)?;
+    Ok(App { state, router, conn_limits })
+}
+
+/// Run the server until SIGINT/SIGTERM. `on_listen` gets the bound address (port 0 picks one).
+/// In-flight requests are finished before this returns; new connections are refused meanwhile.
+pub async fn serve(cfg: ServeConfig, on_listen: impl FnOnce(SocketAddr)) -> Result<()> {
+    let App { state, router: app, mut conn_limits } = build(&cfg).await?;
+    conn_limits.max_connections = conn::raise_fd_limit(conn_limits.max_connections);
     let signals = conn::Signals::new()?;
 
     let addr = format!("{}:{}", cfg.host, cfg.port);

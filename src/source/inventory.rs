@@ -535,9 +535,9 @@ fn config_dtype(config: &Value) -> Option<String> {
 }
 
 /// One tensor of a safetensors header.
-struct TensorInfo {
-    dtype: String,
-    numel: u64,
+pub struct TensorInfo {
+    pub dtype: String,
+    pub numel: u64,
 }
 
 /// Read a safetensors header (8-byte length + JSON) and check the file is as long as it says.
@@ -552,7 +552,13 @@ fn read_safetensors_header(path: &Path) -> Result<Vec<(String, TensorInfo)>, Str
     }
     let mut buf = vec![0u8; n as usize];
     f.read_exact(&mut buf).map_err(|e| e.to_string())?;
-    let v: Value = serde_json::from_slice(&buf).map_err(|e| format!("header is not JSON: {e}"))?;
+    summarize_safetensors_header(&buf, len)
+}
+
+/// Each tensor's dtype and element count from a header's JSON (`header`) of a `file_len`-byte
+/// file; the file must hold every tensor's data. Untrusted input: sums and products saturate.
+pub fn summarize_safetensors_header(header: &[u8], file_len: u64) -> Result<Vec<(String, TensorInfo)>, String> {
+    let v: Value = serde_json::from_slice(header).map_err(|e| format!("header is not JSON: {e}"))?;
     let obj = v.as_object().ok_or("header is not a JSON object")?;
     let mut out = Vec::new();
     let mut end_max = 0u64;
@@ -561,20 +567,20 @@ fn read_safetensors_header(path: &Path) -> Result<Vec<(String, TensorInfo)>, Str
             continue;
         }
         let dtype = t.get("dtype").and_then(Value::as_str).unwrap_or("?").to_ascii_lowercase();
-        let shape: Vec<u64> = t
+        let numel = t
             .get("shape")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_u64).collect())
-            .unwrap_or_default();
+            .map_or(1, |a| a.iter().filter_map(Value::as_u64).fold(1u64, u64::saturating_mul));
         if let Some(end) =
             t.get("data_offsets").and_then(Value::as_array).and_then(|a| a.get(1)).and_then(Value::as_u64)
         {
             end_max = end_max.max(end);
         }
-        out.push((name.clone(), TensorInfo { dtype, numel: shape.iter().product() }));
+        out.push((name.clone(), TensorInfo { dtype, numel }));
     }
-    if 8 + n + end_max > len {
-        return Err(format!("truncated: the header needs {} bytes, the file has {len}", 8 + n + end_max));
+    let needs = (8 + header.len() as u64).saturating_add(end_max);
+    if needs > file_len {
+        return Err(format!("truncated: the header needs {needs} bytes, the file has {file_len}"));
     }
     Ok(out)
 }
@@ -614,14 +620,15 @@ fn safetensors_summary(
         if quantized {
             if name.ends_with(".scales") {
                 match group_for(module) {
-                    Some(g) => params += t.numel * g,
+                    Some(g) => params = params.saturating_add(t.numel.saturating_mul(g)),
                     None => known = false,
                 }
             }
             continue;
         }
-        params += t.numel;
-        *by_dtype.entry(t.dtype.clone()).or_default() += t.numel;
+        params = params.saturating_add(t.numel);
+        let n = by_dtype.entry(t.dtype.clone()).or_default();
+        *n = n.saturating_add(t.numel);
     }
     let dtype = by_dtype.into_iter().max_by_key(|(_, n)| *n).map(|(d, _)| d);
     (known.then_some(params), dtype, problems)

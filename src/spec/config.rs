@@ -22,8 +22,13 @@ pub struct RawConfig {
 impl RawConfig {
     pub fn read(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::from_text(&text, path)
+    }
+
+    /// config.json's text; `path` names it in errors.
+    pub fn from_text(text: &str, path: &Path) -> Result<Self> {
         let value: Value =
-            serde_json::from_str(&text).map_err(|e| Error::config(path, format!("not valid JSON: {e}")))?;
+            serde_json::from_str(text).map_err(|e| Error::config(path, format!("not valid JSON: {e}")))?;
         if !value.is_object() {
             return Err(Error::config(path, "expected a JSON object"));
         }
@@ -104,6 +109,17 @@ impl BertConfig {
     }
 
     pub fn validate(&self, path: &Path) -> Result<()> {
+        check_sizes(
+            path,
+            &[
+                ("vocab_size", self.vocab_size),
+                ("hidden_size", self.hidden_size),
+                ("num_hidden_layers", self.num_hidden_layers),
+                ("intermediate_size", self.intermediate_size),
+                ("max_position_embeddings", self.max_position_embeddings),
+                ("type_vocab_size", self.type_vocab_size),
+            ],
+        )?;
         if self.num_attention_heads == 0 || !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(Error::config(
                 path,
@@ -120,6 +136,20 @@ impl BertConfig {
             ));
         }
         Ok(())
+    }
+}
+
+/// Sizes far past any real model (the largest have vocabularies of a few hundred thousand, widths
+/// of tens of thousands) are refused before anything is sized from them: a corrupt or hostile
+/// config.json must not make the loader allocate terabytes.
+const MAX_SIZE: usize = 1 << 24;
+
+fn check_sizes(path: &Path, sizes: &[(&str, usize)]) -> Result<()> {
+    match sizes.iter().find(|(_, v)| *v > MAX_SIZE) {
+        Some((k, v)) => {
+            Err(Error::config(path, format!("{k} {v} is implausibly large (this runtime takes at most {MAX_SIZE})")))
+        }
+        None => Ok(()),
     }
 }
 
@@ -166,6 +196,25 @@ impl Qwen3Config {
 
     pub fn validate(&self, path: &Path) -> Result<()> {
         let bad = |m: String| Err(Error::config(path, m));
+        check_sizes(
+            path,
+            &[
+                ("vocab_size", self.vocab_size),
+                ("hidden_size", self.hidden_size),
+                ("num_hidden_layers", self.num_hidden_layers),
+                ("num_attention_heads", self.num_attention_heads),
+                ("intermediate_size", self.intermediate_size),
+                ("max_position_embeddings", self.max_position_embeddings),
+            ],
+        )?;
+        // The rotary table is sized max_position_embeddings × head_dim at load.
+        if self.head_dim() > 8192 || self.max_position_embeddings.saturating_mul(self.head_dim()) > 1 << 31 {
+            return bad(format!(
+                "head_dim {} with max_position_embeddings {} is implausibly large",
+                self.head_dim(),
+                self.max_position_embeddings
+            ));
+        }
         if self.num_attention_heads == 0 || self.num_key_value_heads == 0 {
             return bad("num_attention_heads and num_key_value_heads must be positive".into());
         }

@@ -18,6 +18,7 @@ pub use quant::{QuantMode, QuantParams, Quantization};
 
 use crate::source::ResolvedModel;
 use crate::{Error, Result};
+use keys::KeyAudit;
 
 /// The Qwen3-Embedding model card's default retrieval task.
 pub const QWEN3_DEFAULT_TASK: &str = "Given a web search query, retrieve relevant passages that answer the query";
@@ -196,6 +197,26 @@ pub struct SpecOverrides {
 const SUPPORTED: &str = "BertModel, BertForMaskedLM, BertForSequenceClassification, Qwen3Model, \
 Qwen3ForCausalLM, Qwen3ForSequenceClassification";
 
+/// The architecture a config.json describes, read, audited key by key and validated.
+pub fn read_arch(raw: &RawConfig, config_path: &Path) -> Result<(Arch, KeyAudit)> {
+    let model_type = raw.model_type().unwrap_or("");
+    let first_arch = raw.architectures().into_iter().next().unwrap_or_default();
+    if model_type == "bert" || first_arch.starts_with("Bert") {
+        let (c, a) = BertConfig::read(raw, config_path)?;
+        Ok((Arch::Bert(c), a))
+    } else if model_type == "qwen3" || first_arch.starts_with("Qwen3") {
+        let (c, a) = Qwen3Config::read(raw, config_path)?;
+        Ok((Arch::Qwen3(c), a))
+    } else {
+        let arch = if first_arch.is_empty() { model_type.to_string() } else { first_arch };
+        Err(Error::UnsupportedArchitecture {
+            path: config_path.to_path_buf(),
+            arch: if arch.is_empty() { "(none given)".into() } else { arch },
+            supported: SUPPORTED.into(),
+        })
+    }
+}
+
 impl ModelSpec {
     pub fn load(resolved: &ResolvedModel, ov: &SpecOverrides) -> Result<ModelSpec> {
         let dir = resolved.dir.clone();
@@ -216,27 +237,12 @@ impl ModelSpec {
         let quantization = Quantization::from_config(&raw.value, &config_path)?;
         let st = st::read(&dir)?;
         let architectures = raw.architectures();
-        let model_type = raw.model_type().unwrap_or("").to_string();
         let first_arch = architectures.first().cloned().unwrap_or_default();
         let name_has_reranker = resolved.name.to_ascii_lowercase().contains("reranker");
         let mut notes = Vec::new();
 
-        let is_bert = model_type == "bert" || first_arch.starts_with("Bert");
-        let is_qwen3 = model_type == "qwen3" || first_arch.starts_with("Qwen3");
-        let (arch, audit) = if is_bert {
-            let (c, a) = BertConfig::read(&raw, &config_path)?;
-            (Arch::Bert(c), a)
-        } else if is_qwen3 {
-            let (c, a) = Qwen3Config::read(&raw, &config_path)?;
-            (Arch::Qwen3(c), a)
-        } else {
-            let arch = if first_arch.is_empty() { model_type.clone() } else { first_arch.clone() };
-            return Err(Error::UnsupportedArchitecture {
-                path: config_path,
-                arch: if arch.is_empty() { "(none given)".into() } else { arch },
-                supported: SUPPORTED.into(),
-            });
-        };
+        let (arch, audit) = read_arch(&raw, &config_path)?;
+        let is_qwen3 = matches!(arch, Arch::Qwen3(_));
         let seq_cls = first_arch.ends_with("ForSequenceClassification");
         if !audit.unknown.is_empty() {
             tracing::info!(

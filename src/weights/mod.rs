@@ -234,54 +234,107 @@ impl WeightStore {
 /// is a one-line error naming the file.
 fn check_safetensors(path: &Path) -> Result<Vec<(String, RawEntry)>> {
     use std::io::Read;
-    let bad = |m: String| Err(Error::weights(path, m));
     let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
-    if len < 8 {
-        return bad(format!("file is {len} bytes, too short for a safetensors header (truncated?)"));
-    }
-    let mut n = [0u8; 8];
-    f.read_exact(&mut n).map_err(|e| Error::io(path, e))?;
-    let header_len = u64::from_le_bytes(n);
-    if header_len > 100_000_000 || 8 + header_len > len {
-        return bad(format!(
-            "header length {header_len} does not fit in a {len}-byte file (truncated or not safetensors)"
-        ));
-    }
+    let header_len = match len {
+        0..8 => {
+            return Err(Error::weights(
+                path,
+                format!("file is {len} bytes, too short for a safetensors header (truncated?)"),
+            ))
+        }
+        _ => {
+            let mut n = [0u8; 8];
+            f.read_exact(&mut n).map_err(|e| Error::io(path, e))?;
+            u64::from_le_bytes(n)
+        }
+    };
+    check_header_length(path, header_len, len)?;
     let mut header = vec![0u8; header_len as usize];
     f.read_exact(&mut header).map_err(|e| Error::io(path, e))?;
-    let v: serde_json::Value = match serde_json::from_slice(&header) {
+    header_entries(path, &header, len)
+}
+
+/// The header's length (the file's first 8 bytes) must fit the file and stay under 100 MB.
+fn check_header_length(path: &Path, header_len: u64, file_len: u64) -> Result<()> {
+    if header_len > 100_000_000 || header_len.saturating_add(8) > file_len {
+        return Err(Error::weights(
+            path,
+            format!("header length {header_len} does not fit in a {file_len}-byte file (truncated or not safetensors)"),
+        ));
+    }
+    Ok(())
+}
+
+/// Where each tensor of a safetensors header is in a `file_len`-byte file. Every offset and size
+/// is checked against the file with overflow-free arithmetic (a header is untrusted input): the
+/// data range lies inside the file, begins before it ends, and holds exactly shape × dtype bytes
+/// for the dtypes whose size we know.
+pub fn header_entries(path: &Path, header: &[u8], file_len: u64) -> Result<Vec<(String, RawEntry)>> {
+    let bad = |m: String| Err(Error::weights(path, m));
+    let data_start = 8 + header.len() as u64;
+    let have = file_len.saturating_sub(data_start);
+    let v: serde_json::Value = match serde_json::from_slice(header) {
         Ok(v) => v,
         Err(e) => return bad(format!("header is not valid JSON: {e}")),
     };
-    let mut end = 0u64;
+    let Some(obj) = v.as_object() else {
+        return bad("header is not a JSON object".into());
+    };
     let mut entries = Vec::new();
-    if let Some(obj) = v.as_object() {
-        for (k, t) in obj {
-            if k == "__metadata__" {
-                continue;
-            }
-            if let Some(off) = t.get("data_offsets").and_then(|o| o.as_array()) {
-                let b = off.first().and_then(|x| x.as_u64()).unwrap_or(0);
-                if let Some(e) = off.get(1).and_then(|x| x.as_u64()) {
-                    end = end.max(e);
-                    let dtype = t.get("dtype").and_then(|d| d.as_str()).unwrap_or("").to_string();
-                    let shape = t
-                        .get("shape")
-                        .and_then(|s| s.as_array())
-                        .map(|s| s.iter().filter_map(|x| x.as_u64()).map(|x| x as usize).collect())
-                        .unwrap_or_default();
-                    let (offset, len) = (8 + header_len + b, e.saturating_sub(b));
-                    entries.push((k.clone(), RawEntry { file: path.to_path_buf(), dtype, shape, offset, len }));
-                }
+    for (k, t) in obj {
+        if k == "__metadata__" {
+            continue;
+        }
+        let Some(off) = t.get("data_offsets").and_then(|o| o.as_array()) else {
+            continue;
+        };
+        let (Some(b), Some(e)) = (off.first().and_then(|x| x.as_u64()), off.get(1).and_then(|x| x.as_u64())) else {
+            return bad(format!("tensor `{k}`: data_offsets must be two byte offsets"));
+        };
+        if b > e {
+            return bad(format!("tensor `{k}`: data begins at {b}, after it ends at {e}"));
+        }
+        if e > have {
+            return bad(format!("tensor data needs {e} bytes but the file holds {have} (truncated download?)"));
+        }
+        let dtype = t.get("dtype").and_then(|d| d.as_str()).unwrap_or("").to_string();
+        let shape: Vec<usize> = t
+            .get("shape")
+            .and_then(|s| s.as_array())
+            .map(|s| s.iter().filter_map(|x| x.as_u64()).map(|x| usize::try_from(x).unwrap_or(usize::MAX)).collect())
+            .unwrap_or_default();
+        let size = match dtype.as_str() {
+            "F64" | "I64" | "U64" => Some(8u64),
+            "F32" | "I32" | "U32" => Some(4),
+            "F16" | "BF16" | "I16" | "U16" => Some(2),
+            "I8" | "U8" | "BOOL" | "F8_E4M3" | "F8_E5M2" => Some(1),
+            _ => None,
+        };
+        if let Some(size) = size {
+            let bytes = shape.iter().try_fold(size, |acc, &d| acc.checked_mul(d as u64));
+            if bytes != Some(e - b) {
+                return bad(format!("tensor `{k}`: shape {shape:?} of {dtype} does not fill its {} data bytes", e - b));
             }
         }
-    }
-    let have = len - 8 - header_len;
-    if end > have {
-        return bad(format!("tensor data needs {end} bytes but the file holds {have} (truncated download?)"));
+        entries
+            .push((k.clone(), RawEntry { file: path.to_path_buf(), dtype, shape, offset: data_start + b, len: e - b }));
     }
     Ok(entries)
+}
+
+/// A whole safetensors file's bytes (fuzzing and tests): the same checks as opening one.
+pub fn check_safetensors_bytes(path: &Path, bytes: &[u8]) -> Result<Vec<(String, RawEntry)>> {
+    let len = bytes.len() as u64;
+    let Some(n) = bytes.get(..8) else {
+        return Err(Error::weights(
+            path,
+            format!("file is {len} bytes, too short for a safetensors header (truncated?)"),
+        ));
+    };
+    let header_len = u64::from_le_bytes(n.try_into().unwrap_or_default());
+    check_header_length(path, header_len, len)?;
+    header_entries(path, &bytes[8..8 + header_len as usize], len)
 }
 
 #[cfg(test)]

@@ -28,6 +28,19 @@ pub struct RawEntry {
 }
 
 impl RawEntry {
+    /// The element count for `size`-byte elements, checked against the stored bytes before
+    /// anything is allocated (the shape comes from an untrusted header).
+    fn elements(&self, size: usize) -> Result<usize> {
+        let n = self.shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+        match n.and_then(|n| n.checked_mul(size)) {
+            Some(bytes) if bytes as u64 == self.len => Ok(n.unwrap_or(0)),
+            _ => Err(Error::weights(
+                &self.file,
+                format!("tensor of shape {:?} does not match its {} stored bytes", self.shape, self.len),
+            )),
+        }
+    }
+
     fn read_bytes_into(&self, buf: &mut [u8]) -> Result<()> {
         if buf.len() as u64 != self.len {
             return Err(Error::weights(&self.file, format!("tensor holds {} bytes, expected {}", self.len, buf.len())));
@@ -38,7 +51,7 @@ impl RawEntry {
 
     /// u32 tensor, little-endian as stored.
     pub fn read_u32(&self) -> Result<Vec<u32>> {
-        let n = self.shape.iter().product::<usize>();
+        let n = self.elements(4)?;
         let mut v = vec![0u32; n];
         self.read_bytes_into(bytemuck::cast_slice_mut(&mut v))?;
         if cfg!(target_endian = "big") {
@@ -56,12 +69,12 @@ impl RawEntry {
 
     /// A float tensor (F32, F16, BF16) in its own type.
     pub fn read_params(&self) -> Result<GroupParams> {
-        let n = self.shape.iter().product::<usize>();
         let bytes_per = match self.dtype.as_str() {
             "F32" => 4,
             "F16" | "BF16" => 2,
             d => return Err(Error::weights(&self.file, format!("expected a float tensor, found dtype {d}"))),
         };
+        let n = self.elements(bytes_per)?;
         if bytes_per == 4 {
             let mut v = vec![0f32; n];
             self.read_bytes_into(bytemuck::cast_slice_mut(&mut v))?;

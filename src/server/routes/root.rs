@@ -103,23 +103,20 @@ async fn predict_route(st: &Shared, req: PredictRequest) -> ApiResult<Json<Predi
     if pairs.len() > caps.max_rerank_documents {
         return Err(super::too_many(pairs.len(), "pairs", caps.max_rerank_documents, "max_rerank_documents"));
     }
+    // Every pair is checked before any is scored: a bad last pair costs no work.
+    let pairs: Vec<[&str; 2]> = pairs.iter().enumerate().map(|(i, p)| pair(p, i)).collect::<ApiResult<_>>()?;
     // Consecutive pairs with the same query go to the model as one rerank call.
     let mut scores = vec![0f32; pairs.len()];
     let mut i = 0;
     while i < pairs.len() {
-        let [query, _] = pair(&pairs[i], i)?;
-        let mut j = i;
-        let mut docs = Vec::new();
-        while j < pairs.len() && pair(&pairs[j], j)?[0] == query {
-            docs.push(pair(&pairs[j], j)?[1].to_string());
-            j += 1;
-        }
+        let query = pairs[i][0];
+        let j = i + pairs[i..].iter().take_while(|p| p[0] == query).count();
         let r = rerank(
             st,
             RerankCall {
                 model: req.model.clone(),
                 query: query.to_string(),
-                documents: docs,
+                documents: pairs[i..j].iter().map(|p| p[1].to_string()).collect(),
                 top_n: None,
                 return_documents: false,
                 raw_scores: req.raw_scores.unwrap_or(false),

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# The full fuzz run (docs/serve.md "Fuzzing"): every target of fuzz/ under libFuzzer (cargo-fuzz,
+# nightly) for a number of executions each, then a table of executions, speed and crashes.
+# The bounded form CI runs is tests/fuzz_corpus.rs.
+#
+# Usage: scripts/fuzz.sh [--runs N] [--only T1,T2] [--jobs J] [--asan] [--merge] [--json]
+#   --runs N    executions per target (default 10000000)
+#   --only      a comma-separated subset of targets (default: all, `ls fuzz/fuzz_targets`)
+#   --jobs J    targets fuzzed at once (default 1)
+#   --asan      build with AddressSanitizer (default: none; Rust code is memory-safe and the
+#               unsanitized build runs several times faster; debug assertions are on either way,
+#               so an overflow panics)
+#   --merge     afterwards, add the inputs that reach new code to the committed corpus
+#   --json      one JSON object per target on stdout instead of the table
+# Crashing inputs land in .cache/fuzz/artifacts/TARGET/; the working corpus in .cache/fuzz/corpus.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+runs=10000000 only="" jobs=1 sanitizer=none merge=0 json=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --runs) runs="$2"; shift 2 ;;
+    --only) only="$2"; shift 2 ;;
+    --jobs) jobs="$2"; shift 2 ;;
+    --asan) sanitizer=address; shift ;;
+    --merge) merge=1; shift ;;
+    --json) json=1; shift ;;
+    *) echo "fuzz.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+
+if ! rustup toolchain list | grep -q '^nightly'; then
+  rustup toolchain install nightly --profile minimal >&2
+fi
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  cargo install --locked cargo-fuzz --version 0.13.2 >&2
+fi
+./scripts/fetch-test-models.sh >&2
+
+targets=$(ls fuzz/fuzz_targets | sed 's/\.rs$//')
+[ -n "$only" ] && targets=$(echo "$only" | tr ',' ' ')
+
+cargo +nightly fuzz build -O --debug-assertions --sanitizer "$sanitizer" >&2
+bin_dir=fuzz/target/x86_64-unknown-linux-gnu/release
+# The HTTP targets' tiny models, written once before targets run in parallel.
+"$bin_dir/tei_embed" fuzz/corpus/tei_embed/seed-00.json >/dev/null 2>&1
+
+run_one() {
+  local t="$1" dict=fuzz/dict/config.dict
+  case "$t" in serve_config|wanted_list|safetensors|model_config) ;; *) dict=fuzz/dict/http.dict ;; esac
+  mkdir -p ".cache/fuzz/corpus/$t" ".cache/fuzz/artifacts/$t" .cache/fuzz/logs
+  local log=".cache/fuzz/logs/$t.log" start end
+  start=$(date +%s)
+  set +e
+  "$bin_dir/$t" ".cache/fuzz/corpus/$t" "fuzz/corpus/$t" -dict="$dict" -runs="$runs" -max_len=4096 \
+    -rss_limit_mb=2048 -timeout=30 -print_final_stats=1 -artifact_prefix=".cache/fuzz/artifacts/$t/" >"$log" 2>&1
+  local rc=$?
+  set -e
+  end=$(date +%s)
+  local execs speed crashes
+  execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo 0)
+  speed=$(grep -o 'stat::average_exec_per_sec: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo 0)
+  crashes=$(find ".cache/fuzz/artifacts/$t" -type f | wc -l)
+  printf '{"target": "%s", "executions": %s, "exec_per_sec": %s, "seconds": %s, "corpus": %s, "crashes": %s, "exit": %s}\n' \
+    "$t" "${execs:-0}" "${speed:-0}" "$((end - start))" "$(ls ".cache/fuzz/corpus/$t" | wc -l)" "$crashes" "$rc"
+}
+export -f run_one
+export runs bin_dir
+
+results=$(printf '%s\n' $targets | xargs -P "$jobs" -I{} bash -c 'run_one {}')
+if [ "$merge" = 1 ]; then
+  for t in $targets; do
+    "$bin_dir/$t" -merge=1 "fuzz/corpus/$t" ".cache/fuzz/corpus/$t" >/dev/null 2>&1
+  done
+fi
+if [ "$json" = 1 ]; then
+  echo "$results"
+else
+  echo "$results" | python3 -c '
+import json, sys
+rows = [json.loads(l) for l in sys.stdin if l.strip()]
+print(f"{\"target\":<20} {\"executions\":>12} {\"exec/s\":>8} {\"seconds\":>8} {\"corpus\":>7} {\"crashes\":>8}")
+for r in rows:
+    print(f"{r[\"target\"]:<20} {r[\"executions\"]:>12,} {r[\"exec_per_sec\"]:>8,} {r[\"seconds\"]:>8} {r[\"corpus\"]:>7} {r[\"crashes\"]:>8}")
+'
+fi
+! echo "$results" | grep -q '"crashes": [1-9]' && ! echo "$results" | grep -qv '"exit": 0'
