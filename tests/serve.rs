@@ -522,7 +522,10 @@ fn timed_out_requests_are_dropped_before_compute() {
 
 #[test]
 fn small_requests_are_not_stuck_behind_a_big_one_and_gone_clients_get_no_compute() {
-    let srv = Server::start(&["--model", MINILM, "--preload", "--max-batch-tokens", "64", "--request-timeout", "600s"]);
+    // A queue of many seconds (a quarter of the request timeout): the gone client's request must be
+    // admitted beside the big one on a slow, loaded machine, not refused with a 429.
+    let srv =
+        Server::start(&["--model", MINILM, "--preload", "--max-batch-tokens", "64", "--request-timeout", "6000s"]);
     srv.wait_for("ready", || srv.get("/ready").0 == 200);
     let base = srv.base.clone();
     let big = std::thread::spawn(move || {

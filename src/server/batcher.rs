@@ -1,13 +1,13 @@
 //! Dynamic batching: one worker OS thread per loaded model, fed by a bounded queue.
 //!
 //! Each step the worker takes every waiting request into its active set and picks one pass's worth
-//! of inputs (the padded-token budget): the oldest request first (so none starves), then the ones
-//! with the fewest tokens left (so a one-text request overtakes a 10 000-text one between its
-//! passes), each at most an equal share of the budget; it sorts the chosen inputs by length into
-//! forward passes under the budget, and
-//! answers a request as soon as all its inputs are done. Requests whose client went away are dropped
-//! before their next forward pass. The engine is synchronous and CPU-bound, so it never runs on
-//! the async runtime.
+//! of inputs (the padded-token budget): first the requests past their deadline (arrival plus a few
+//! times what the request costs alone, at most a bound: `Worker::deadline`), earliest first, so no
+//! request waits for long; then those with the fewest tokens left, each at most an equal share of
+//! the budget, so a one-text request overtakes a 10 000-text one between its passes. It sorts the
+//! chosen inputs by length into forward passes under the budget, and answers a request as soon as
+//! all its inputs are done. Requests whose client went away are dropped before their next forward
+//! pass. The engine is synchronous and CPU-bound, so it never runs on the async runtime.
 //!
 //! Admission comes before any work: a request takes a [`Permit`] for its estimated tokens (an
 //! upper bound from its byte lengths) before it is tokenized; when the model already has
@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
@@ -109,15 +109,15 @@ pub struct QueueLimits {
 }
 
 /// Tokens a queue of `limits` may hold at a compute rate of `rate` tokens per second (0: not yet
-/// measured): what that rate computes in `limits.seconds`, but never less than a quarter of the
-/// token cap nor one pass of `pass` tokens. The floor matters: a storm of refused requests slows the
-/// passes, which lowers the measured rate, which would refuse more — without it that loop shrank
-/// the queue to a few requests under a 1,000-client load.
+/// measured): what that rate computes in `limits.seconds`, never less than four passes of `pass`
+/// tokens. (A storm of refused requests slows the passes, which lowers the measured rate, which
+/// refuses more; the admission wait bounds that storm to a few refusals per client per second,
+/// so the loop settles instead of shrinking the queue to nothing.)
 fn capacity(limits: QueueLimits, rate: f64, pass: usize) -> usize {
     match limits.seconds {
         Some(s) if rate > 0.0 && s > 0.0 => {
             let by_time = (rate * s).min(usize::MAX as f64) as usize;
-            limits.tokens.min(by_time.max(limits.tokens / 4).max(pass))
+            limits.tokens.min(by_time.max(pass.saturating_mul(4)))
         }
         _ => limits.tokens,
     }
@@ -190,8 +190,12 @@ impl Batcher {
             room: tokio::sync::Notify::new(),
         });
         let max_batch_tokens = engine.max_batch_tokens;
+        // Half the admitted work's seconds: with the queue ahead (at most those seconds) an
+        // admitted request is answered well within the request timeout.
+        let max_overtake = Duration::from_secs_f64(limits.seconds.map_or(10.0, |s| (s / 2.0).clamp(0.0, 3600.0)));
         let worker = Worker {
             rate_acc: std::cell::Cell::new((0.0, 0.0)),
+            max_overtake,
             engine,
             shared: shared.clone(),
             model: model.clone(),
@@ -319,6 +323,8 @@ struct Active {
     started: bool,
     /// Tokens of the inputs not yet picked.
     left: usize,
+    /// Earliest-deadline-first key: arrival plus how long later requests may overtake it.
+    deadline: Instant,
     vectors: Vec<Vec<f32>>,
     scores: Vec<f32>,
     failed: Option<ApiError>,
@@ -327,6 +333,8 @@ struct Active {
 struct Worker {
     /// Decayed (tokens, seconds) of forward passes: the compute rate.
     rate_acc: std::cell::Cell<(f64, f64)>,
+    /// The longest a request may be overtaken by later ones (see [`Worker::deadline`]).
+    max_overtake: Duration,
     engine: Arc<Engine>,
     shared: Arc<Shared>,
     model: String,
@@ -350,6 +358,7 @@ impl Worker {
                     order.sort_by(|&a, &b| job.toks[b].len().cmp(&job.toks[a].len()).then(a.cmp(&b)));
                     let n = job.toks.len();
                     let left = job.toks.iter().map(|t| t.len().max(1)).sum();
+                    let deadline = self.deadline(job.enqueued, left);
                     Active {
                         job,
                         order,
@@ -357,6 +366,7 @@ impl Worker {
                         done: 0,
                         started: false,
                         left,
+                        deadline,
                         vectors: vec![Vec::new(); n],
                         scores: vec![0.0; n],
                         failed: None,
@@ -408,27 +418,51 @@ impl Worker {
         let _ = tx.send(out);
     }
 
-    /// Choose inputs fairly across active requests, then run them in length-sorted forward passes,
-    /// the shortest first, answering each request as soon as its last input is done.
+    /// When a request of `tokens` that arrived at `enqueued` is due: after `STRETCH` times the time
+    /// it needs alone at the measured rate, at most `max_overtake`. Until then shorter requests
+    /// may overtake it; after it, it goes ahead of every request not yet due. Without deadlines a
+    /// stream of short requests kept long ones waiting until their request timeout (504s at 200
+    /// clients).
+    fn deadline(&self, enqueued: Instant, tokens: usize) -> Instant {
+        const STRETCH: f64 = 8.0;
+        // Before the first pass is measured: assume a full pass per 100 ms.
+        let rate = match f64::from_bits(self.shared.rate.load(Ordering::Relaxed)) {
+            r if r > 0.0 => r,
+            _ => self.engine.max_batch_tokens as f64 * 10.0,
+        };
+        let alone = Duration::from_secs_f64((tokens as f64 / rate * STRETCH).min(3600.0));
+        enqueued + alone.min(self.max_overtake)
+    }
+
+    /// Choose one pass's worth of inputs across active requests, then run them in length-sorted
+    /// forward passes, the shortest first, answering each request as soon as its last input is
+    /// done. Requests past their deadline go first, earliest deadline first, taking what fits;
+    /// then the others, fewest tokens left first (a short request overtakes a long one between
+    /// its passes), each at most an equal share of the pass.
     fn step(&self, active: &mut [Active]) {
         let budget = self.engine.max_batch_tokens;
         let share = (budget / active.len()).max(1);
-        // One pass's worth per step, so requests that arrive meanwhile join at the next pass. The
-        // oldest request goes first (none starves); then the fewest tokens left first, so a short
-        // request overtakes a long one between its passes. Each takes at most its equal share.
-        let oldest = (0..active.len()).min_by_key(|&i| active[i].job.enqueued).unwrap_or(0);
+        let now = Instant::now();
+        // One pass's worth per step, so requests that arrive meanwhile join at the next pass.
         let mut turn: Vec<usize> = (0..active.len()).collect();
-        turn.sort_by_key(|&i| (i != oldest, active[i].left, active[i].job.enqueued));
+        turn.sort_by_key(|&i| {
+            let a = &active[i];
+            match a.deadline <= now {
+                true => (false, a.deadline, 0, a.job.enqueued),
+                false => (true, now, a.left, a.job.enqueued),
+            }
+        });
         // key → (job index, row index)
         let mut picks: BTreeMap<usize, Vec<(usize, usize)>> = BTreeMap::new();
         let mut total = 0;
         for ji in turn {
             let a = &mut active[ji];
+            let cap = if a.deadline <= now { budget } else { share };
             let mut used = 0;
             while a.next < a.order.len() {
                 let r = a.order[a.next];
                 let len = a.job.toks[r].len().max(1);
-                if (used > 0 && used + len > share) || (total > 0 && total + len > budget) {
+                if (used > 0 && used + len > cap) || (total > 0 && total + len > budget) {
                     break;
                 }
                 if !a.started {
@@ -537,9 +571,9 @@ mod tests {
         assert_eq!(capacity(l, 0.0, 1024), 1 << 20, "unmeasured: the token cap");
         assert_eq!(capacity(l, 10_000.0, 1024), 300_000, "30 s at 10k tokens/s");
         assert_eq!(capacity(l, 1e9, 1024), 1 << 20, "never above the token cap");
-        assert_eq!(capacity(l, 1.0, 1024), 1 << 18, "never below a quarter of the token cap");
+        assert_eq!(capacity(l, 1.0, 1024), 4096, "never below four passes");
         let small = QueueLimits { tokens: 2000, ..l };
-        assert_eq!(capacity(small, 1.0, 1024), 1024, "nor below one pass");
+        assert_eq!(capacity(small, 1.0, 1024), 2000, "nor above the token cap");
         assert_eq!(capacity(QueueLimits { seconds: None, ..l }, 10_000.0, 1024), 1 << 20);
     }
 }

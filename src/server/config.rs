@@ -250,8 +250,9 @@ pub struct RequestCaps {
     pub max_rerank_documents: usize,
     pub max_queue: usize,
     pub max_queue_tokens: usize,
-    /// Queued work allowed, in seconds of the model's measured compute rate: half the request
-    /// timeout, so what is admitted can finish before it and overload is a 429, not a 504.
+    /// Queued work allowed, in seconds of the model's measured compute rate: a quarter of the
+    /// request timeout, so what is admitted finishes well before it (a request may also be
+    /// overtaken for half that, batcher::Worker::deadline) and overload is a 429, not a 504.
     pub max_queue_seconds: Option<f64>,
     /// How long a request waits for room in a full queue before its 429.
     pub admission_wait: Duration,
@@ -361,7 +362,7 @@ impl ServeConfig {
             max_rerank_documents: self.max_rerank_documents,
             max_queue: self.max_queue,
             max_queue_tokens: self.max_queue_tokens,
-            max_queue_seconds: parse_duration(&self.request_timeout).ok().map(|d| d.as_secs_f64() / 2.0),
+            max_queue_seconds: parse_duration(&self.request_timeout).ok().map(|d| d.as_secs_f64() / 4.0),
             // Checked by `limits()` at start; a bad value cannot reach a running server.
             admission_wait: parse_duration(&self.admission_wait).unwrap_or_default(),
         }
