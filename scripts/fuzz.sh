@@ -5,6 +5,7 @@
 #
 # Usage: scripts/fuzz.sh [--runs N] [--only T1,T2] [--jobs J] [--asan] [--merge] [--json]
 #   --runs N    executions per target (default 10000000)
+#   --secs S    stop a target after S seconds even if it has not done --runs (default: no limit)
 #   --only      a comma-separated subset of targets (default: all, `ls fuzz/fuzz_targets`)
 #   --jobs J    targets fuzzed at once (default 1)
 #   --asan      build with AddressSanitizer (default: none; Rust code is memory-safe and the
@@ -16,10 +17,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-runs=10000000 only="" jobs=1 sanitizer=none merge=0 json=0
+runs=10000000 secs=0 only="" jobs=1 sanitizer=none merge=0 json=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --runs) runs="$2"; shift 2 ;;
+    --secs) secs="$2"; shift 2 ;;
     --only) only="$2"; shift 2 ;;
     --jobs) jobs="$2"; shift 2 ;;
     --asan) sanitizer=address; shift ;;
@@ -52,7 +54,7 @@ run_one() {
   local log=".cache/fuzz/logs/$t.log" start end
   start=$(date +%s)
   set +e
-  "$bin_dir/$t" ".cache/fuzz/corpus/$t" "fuzz/corpus/$t" -dict="$dict" -runs="$runs" -max_len=4096 \
+  "$bin_dir/$t" ".cache/fuzz/corpus/$t" "fuzz/corpus/$t" -dict="$dict" -runs="$runs" -max_total_time="$secs" -max_len=4096 \
     -rss_limit_mb=2048 -timeout=30 -print_final_stats=1 -artifact_prefix=".cache/fuzz/artifacts/$t/" >"$log" 2>&1
   local rc=$?
   set -e
@@ -65,7 +67,7 @@ run_one() {
     "$t" "${execs:-0}" "${speed:-0}" "$((end - start))" "$(ls ".cache/fuzz/corpus/$t" | wc -l)" "$crashes" "$rc"
 }
 export -f run_one
-export runs bin_dir
+export runs secs bin_dir
 
 results=$(printf '%s\n' $targets | xargs -P "$jobs" -I{} bash -c 'run_one {}')
 if [ "$merge" = 1 ]; then

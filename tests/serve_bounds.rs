@@ -279,14 +279,14 @@ fn overload_is_refused_before_tokenizing() {
     assert_eq!(c, 200, "{b}");
 }
 
-/// Admitted work is held under what the model computes in half the request timeout, once its rate
-/// is measured: a request that would wait past the timeout is a 429 up front, not a 504 later.
+/// Admitted work is held under what the model computes in a quarter of the request timeout, once
+/// its rate is measured: a request that would wait past the timeout is a 429 up front, not a 504.
 #[test]
 fn queued_work_is_bounded_by_the_measured_compute_rate() {
     let tmp = tempfile::tempdir().expect("tmp");
-    // One-row passes, so the first request stays queued a while; 4 s timeout: 2 s of queued work.
+    // One-row passes, so the first request stays queued a while; 8 s timeout: 2 s of queued work.
     let cfg = config(tmp.path(), &format!("max_batch_tokens = 32\n[[models]]\nid = \"{MINILM}\"\n"));
-    let srv = start_capped(&["--config", &cfg, "--preload", "--request-timeout", "4s"]);
+    let srv = start_capped(&["--config", &cfg, "--preload", "--request-timeout", "8s"]);
     let (c, info) = srv.get("/info");
     assert_eq!(c, 200);
     assert_eq!(info["max_queue_seconds"], 2.0, "{info}");
