@@ -7,16 +7,18 @@ use std::process::{Command, Stdio};
 
 fn closed_stdout(args: &[&str]) {
     let hub = common::test_hub();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_embedrank"))
+    // The reader is gone before the command starts (closing it after spawning raced the child's
+    // first write on a loaded machine: the write then succeeded into the pipe's buffer).
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let child = Command::new(env!("CARGO_BIN_EXE_embedrank"))
         .args(args)
         .env("HF_HUB_CACHE", &hub)
         .env_remove("EMBEDRANK_CACHE_DIRS")
-        .stdout(Stdio::piped())
+        .stdout(Stdio::from(writer))
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // The reader goes away before the command prints anything.
-    drop(child.stdout.take());
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "{args:?}: {err}");
