@@ -291,6 +291,18 @@ pub mod tiny {
         std::fs::write(path, s).map_err(|e| Error::io(path, e))
     }
 
+    /// sentence-transformers' modules.json of an embedder: Transformer, Pooling, Normalize.
+    fn write_st_modules(d: &Path) -> Result<()> {
+        write_json(
+            &d.join("modules.json"),
+            &json!([
+                {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+                {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}
+            ]),
+        )
+    }
+
     fn copy(from: &Path, to: &Path) -> Result<()> {
         std::fs::copy(from, to).map(|_| ()).map_err(|e| Error::io(from, e))
     }
@@ -326,14 +338,7 @@ pub mod tiny {
             } else {
                 copy(&qwen3_tok.join("tokenizer.json"), &d.join("tokenizer.json"))?;
             }
-            write_json(
-                &d.join("modules.json"),
-                &json!([
-                    {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-                    {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-                    {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}
-                ]),
-            )?;
+            write_st_modules(&d)?;
             write_json(
                 &d.join("1_Pooling/config.json"),
                 &json!({"word_embedding_dimension": 64, "pooling_mode_cls_token": false, "pooling_mode_mean_tokens": false,
@@ -405,14 +410,7 @@ pub mod tiny {
     /// must cost microseconds.
     pub fn write_bert_embedder(d: &Path, minilm: &Path, shape: [usize; 4]) -> Result<()> {
         write_bert(d, minilm, &bert_config("BertModel", shape))?;
-        write_json(
-            &d.join("modules.json"),
-            &json!([
-                {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-                {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}
-            ]),
-        )?;
+        write_st_modules(d)?;
         write_json(
             &d.join("1_Pooling/config.json"),
             &json!({"word_embedding_dimension": shape[0], "pooling_mode_cls_token": false,
