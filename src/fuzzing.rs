@@ -41,7 +41,10 @@ struct Harness {
 }
 
 /// Where the harness's tiny models live: `EMBEDRANK_FUZZ_MODELS`, else `.cache/fuzz-models` in
-/// the source tree; written on first use from the test tokenizers (scripts/fetch-test-models.sh).
+/// the source tree; written on first use from the test tokenizers (scripts/fetch-test-models.sh):
+/// the MiniLM snapshot in `EMBEDRANK_TEST_HUB` (else `.cache/hub`) and the Qwen3 tokenizer's
+/// folder `EMBEDRANK_TEST_TOKENIZERS` (else `.cache/tokenizers`), so prebuilt fuzz binaries run
+/// on another machine (scripts/fuzz.sh --prebuilt).
 fn models_dir() -> PathBuf {
     std::env::var_os("EMBEDRANK_FUZZ_MODELS")
         .map(PathBuf::from)
@@ -59,7 +62,9 @@ fn write_models(dir: &Path) -> crate::Result<()> {
     let minilm = crate::source::resolve("sentence-transformers/all-MiniLM-L6-v2", &opts)?.dir;
     let tmp = dir.with_extension(format!("tmp.{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
-    crate::synth::tiny::write_all(&tmp, &root.join(".cache/tokenizers/qwen3"), &minilm)?;
+    let tokenizers =
+        std::env::var_os("EMBEDRANK_TEST_TOKENIZERS").map_or_else(|| root.join(".cache/tokenizers"), PathBuf::from);
+    crate::synth::tiny::write_all(&tmp, &tokenizers.join("qwen3"), &minilm)?;
     crate::synth::tiny::write_bert_embedder(&tmp.join("tiny-bert-embedder"), &minilm, [32, 2, 4, 64])?;
     std::fs::write(tmp.join(".complete-v1"), b"").map_err(|e| crate::Error::io(&tmp, e))?;
     if std::fs::rename(&tmp, dir).is_err() {
