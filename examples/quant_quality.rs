@@ -44,7 +44,14 @@ fn main() -> Result<()> {
     println!("{:<30} {:>9} {:>9} {:>9}   MLX's own (mean / min)", "recipe", "mean", "min", "MB");
     for (name, bits, gs, emb) in recipes {
         let out = tmp.path().join(name.replace([' ', ',', '-'], "_"));
-        let o = ConvertOptions { bits, group_size: gs, embedding_bits: emb, dtype: Some("F16"), force: false };
+        let o = ConvertOptions {
+            bits,
+            group_size: gs,
+            embedding_bits: emb,
+            dtype: Some("F16"),
+            force: false,
+            ..Default::default()
+        };
         let summary = convert(&spec, &o, &Destination::Folder(out.clone()), &|_, _| {})?;
         let r = source::resolve(out.to_str().context("path")?, &opts)?;
         let q = embed(ModelSpec::load(&r, &SpecOverrides::default())?)?;

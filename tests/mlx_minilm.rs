@@ -14,7 +14,14 @@ use embedrank::spec::{ModelSpec, Pooling, QuantParams, SpecOverrides};
 use sha2::{Digest, Sha256};
 
 fn opts(bits: u32) -> ConvertOptions {
-    ConvertOptions { bits, group_size: 64, embedding_bits: None, dtype: Some("F16"), force: false }
+    ConvertOptions {
+        bits,
+        group_size: 64,
+        embedding_bits: None,
+        dtype: Some("F16"),
+        force: false,
+        ..Default::default()
+    }
 }
 
 fn convert_minilm(bits: u32, out: &Path) {

@@ -26,7 +26,14 @@ fn quantized_tiny_reranker_scores_match_mlx_lm() {
     let tmp = tempfile::tempdir().unwrap();
     // Named like the source so the name-based reranker detection applies to the copy too.
     let out = tmp.path().join("tiny-Qwen3-Reranker-4bit");
-    let opts = ConvertOptions { bits: 4, group_size: 64, embedding_bits: None, dtype: None, force: false };
+    let opts = ConvertOptions {
+        bits: 4,
+        group_size: 64,
+        embedding_bits: None,
+        dtype: None,
+        force: false,
+        ..Default::default()
+    };
     convert(&src, &opts, &Destination::Folder(out.clone()), &|_, _| {}).unwrap();
 
     // The checkpoint is the one mlx_lm.convert wrote: every tensor byte-identical.

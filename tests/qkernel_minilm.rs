@@ -30,7 +30,14 @@ fn variants() -> Vec<(KernelPath, bool)> {
 }
 
 fn quantized_engine(bits: u32, dir: &std::path::Path) -> Engine {
-    let opts = ConvertOptions { bits, group_size: 64, embedding_bits: None, dtype: Some("F16"), force: false };
+    let opts = ConvertOptions {
+        bits,
+        group_size: 64,
+        embedding_bits: None,
+        dtype: Some("F16"),
+        force: false,
+        ..Default::default()
+    };
     convert(&common::spec(MINILM), &opts, &Destination::Folder(dir.to_path_buf()), &|_, _| {}).expect("convert");
     let r = source::resolve(dir.to_str().unwrap(), &offline_opts()).unwrap();
     let spec = ModelSpec::load(&r, &SpecOverrides::default()).unwrap();

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use embedrank::convert::calibrate::{convert_calibrated, CalibrateOptions, CalibrationSet, Method, Stage};
 use embedrank::convert::{self, ConvertOptions, Destination};
 use embedrank::source::{self, ResolveOptions};
 use embedrank::spec::{ModelSpec, SpecOverrides, Task};
@@ -29,6 +30,15 @@ pub struct ConvertArgs {
     /// keep each tensor's dtype.
     #[arg(long, value_parser = ["f32", "f16", "bf16"])]
     pub dtype: Option<String>,
+    /// Calibrate the quantization on texts (one per line; default: the calibration set shipped with
+    /// embedrank, also named by `default`): every method is measured against the float model on texts held apart and the
+    /// best is written, with quantization_report.json and a README section.
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "default")]
+    pub calibrate: Option<PathBuf>,
+    /// With --calibrate: the method (rtn, gptq, gptq-refit), or auto to measure them all and keep
+    /// the best.
+    #[arg(long, default_value = "auto", requires = "calibrate")]
+    pub method: String,
     /// Output folder. Default: the first hub cache as `embedrank/<name>-<bits>bit[-g<group>][-e<bits>]`,
     /// which `--model` then finds by that name.
     #[arg(long, value_name = "DIR")]
@@ -58,13 +68,30 @@ pub fn run(a: ConvertArgs) -> Result<ExitCode> {
         Some("bf16") => Some("BF16"),
         _ => None,
     };
-    let opts = ConvertOptions {
+    let cal = match &a.calibrate {
+        None => None,
+        Some(p) => {
+            let texts =
+                if p.as_os_str() == "default" { CalibrationSet::default_set() } else { CalibrationSet::read(p)? };
+            let method = match a.method.as_str() {
+                "auto" => None,
+                m => Some(Method::parse(m)?),
+            };
+            Some(CalibrateOptions { texts, method })
+        }
+    };
+    let mut opts = ConvertOptions {
         bits: a.bits,
         group_size: a.group_size,
         embedding_bits: a.embedding_bits,
         dtype,
         force: a.force,
+        ..Default::default()
     };
+    if let Some(c) = &cal {
+        // Part of the default output's name, so a calibrated and a plain conversion do not collide.
+        opts.calibration = Some(c.method.map_or("auto", Method::name).to_string());
+    }
     opts.validate()?;
     let dest = match &a.out {
         Some(d) => Destination::Folder(d.clone()),
@@ -89,7 +116,29 @@ pub fn run(a: ConvertArgs) -> Result<ExitCode> {
         bar.set_length(total);
         bar.set_position(done);
     };
-    let summary = convert::convert(&spec, &opts, &dest, &progress)?;
+    let (summary, report) = match &cal {
+        None => (convert::convert(&spec, &opts, &dest, &progress)?, None),
+        Some(c) => {
+            let stage = |s: Stage| {
+                let msg = match s {
+                    Stage::Recording { texts } => format!("recording layer inputs on {texts} texts"),
+                    Stage::Candidate { method, index, of } => {
+                        format!("measuring {} ({index}/{of})", method.name())
+                    }
+                    Stage::Writing { method } => format!("writing {}", method.name()),
+                };
+                if bar.is_hidden() {
+                    if !a.json {
+                        eprintln!("{msg}");
+                    }
+                } else {
+                    bar.set_message(msg);
+                }
+            };
+            let (s, r) = convert_calibrated(&spec, &opts, &dest, c, &stage, &progress)?;
+            (s, Some(r))
+        }
+    };
     bar.finish_and_clear();
     if a.json {
         let v = serde_json::json!({
@@ -103,6 +152,7 @@ pub fn run(a: ConvertArgs) -> Result<ExitCode> {
             "quantized": summary.quantized,
             "bytes_in": summary.bytes_in,
             "bytes_out": summary.bytes_out,
+            "calibration": report,
         });
         println!("{v}");
     } else {
@@ -116,6 +166,9 @@ pub fn run(a: ConvertArgs) -> Result<ExitCode> {
             mb(summary.bytes_in),
             mb(summary.bytes_out)
         );
+        if let Some(r) = &report {
+            print!("{}", r.to_markdown().trim_start());
+        }
         if let Some(id) = &summary.repo_id {
             println!("use it with: --model {id}");
         }

@@ -5,6 +5,7 @@
 //! `quantization_config`, and tokenizer and sentence-transformers files are copied. The output is
 //! written into a temporary folder beside the destination and renamed into place when complete.
 
+pub mod calibrate;
 pub mod quantize;
 pub mod write;
 
@@ -36,12 +37,32 @@ pub struct ConvertOptions {
     /// mlx-embeddings `convert --dtype` do (mlx-embeddings defaults to float16); None keeps each
     /// tensor's stored dtype.
     pub dtype: Option<&'static str>,
+    /// Bits for single layers (canonical module names, e.g. `encoder.layer.0.output.dense`), over
+    /// `bits` and `embedding_bits`: mixed precision, written as MLX per-layer overrides.
+    pub layer_bits: BTreeMap<String, u32>,
+    /// What calibrated the quantization (method and texts' digest), for the output's name and
+    /// commit id; None for round to nearest.
+    pub calibration: Option<String>,
     pub force: bool,
+}
+
+impl Default for ConvertOptions {
+    fn default() -> Self {
+        ConvertOptions {
+            bits: 4,
+            group_size: 64,
+            embedding_bits: None,
+            dtype: None,
+            layer_bits: BTreeMap::new(),
+            calibration: None,
+            force: false,
+        }
+    }
 }
 
 impl ConvertOptions {
     pub fn validate(&self) -> Result<()> {
-        for b in std::iter::once(self.bits).chain(self.embedding_bits) {
+        for b in std::iter::once(self.bits).chain(self.embedding_bits).chain(self.layer_bits.values().copied()) {
             if !AFFINE_BITS.contains(&b) {
                 return Err(Error::InvalidInput(format!(
                     "--bits {b}: MLX affine quantization takes 2, 3, 4, 5, 6 or 8"
@@ -68,6 +89,12 @@ impl ConvertOptions {
         }
         if let Some(d) = self.dtype {
             s.push_str(&format!("-{}", d.to_ascii_lowercase()));
+        }
+        if !self.layer_bits.is_empty() {
+            s.push_str("-mixed");
+        }
+        if self.calibration.is_some() {
+            s.push_str("-cal");
         }
         s
     }
@@ -107,11 +134,61 @@ enum Plan {
     Quantize { src: String, out: String, n: usize, k: usize, bits: u32, dtype: &'static str },
 }
 
-/// Convert `spec`'s model. `progress` gets the number of source bytes processed so far.
+/// How one weight matrix [n, k] becomes MLX affine codes: round to nearest (`Rtn`, what
+/// `mx.quantize` does) or a calibrated method (`calibrate`).
+pub trait LayerQuantizer: Sync {
+    /// `module` is the layer's canonical name; `dtype` the one its scales and biases are stored in.
+    #[allow(clippy::too_many_arguments)]
+    fn quantize(
+        &self,
+        module: &str,
+        w: &[f32],
+        n: usize,
+        k: usize,
+        bits: u32,
+        group_size: usize,
+        dtype: &'static str,
+    ) -> Result<quantize::Quantized>;
+}
+
+/// Round to nearest, as `mx.quantize`.
+pub struct Rtn;
+
+impl LayerQuantizer for Rtn {
+    #[allow(clippy::too_many_arguments)]
+    fn quantize(
+        &self,
+        _module: &str,
+        w: &[f32],
+        n: usize,
+        k: usize,
+        bits: u32,
+        group_size: usize,
+        _dtype: &'static str,
+    ) -> Result<quantize::Quantized> {
+        quantize::quantize(w, n, k, bits, group_size)
+    }
+}
+
+/// Convert `spec`'s model by rounding to nearest. `progress` gets the number of source bytes
+/// processed so far.
 pub fn convert(
     spec: &ModelSpec,
     opts: &ConvertOptions,
     dest: &Destination,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<ConvertSummary> {
+    convert_with(spec, opts, dest, &Rtn, &[], progress)
+}
+
+/// `convert` with a chosen quantizer; `extra` files (name, bytes) are written into the output
+/// folder too (a quality report), a name already there being appended to (README.md).
+pub fn convert_with(
+    spec: &ModelSpec,
+    opts: &ConvertOptions,
+    dest: &Destination,
+    quantizer: &dyn LayerQuantizer,
+    extra: &[(String, Vec<u8>)],
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<ConvertSummary> {
     opts.validate()?;
@@ -180,16 +257,16 @@ pub fn convert(
             _ => false,
         };
         if let (true, Some(module), Some(dtype), [n, k]) = (quantizable, module, float, shape.as_slice()) {
-            let bits = match opts.embedding_bits {
-                Some(e) if is_embedding(module) => {
-                    overrides.insert(
-                        module.to_string(),
-                        json!({"group_size": opts.group_size, "bits": e, "mode": "affine"}),
-                    );
-                    e
-                }
+            let layer = opts.layer_bits.get(crate::weights::canonical_name(name.trim_end_matches(".weight")));
+            let bits = match (layer, opts.embedding_bits) {
+                (Some(&b), _) if b != opts.bits => b,
+                (None, Some(e)) if is_embedding(module) => e,
                 _ => opts.bits,
             };
+            if bits != opts.bits {
+                overrides
+                    .insert(module.to_string(), json!({"group_size": opts.group_size, "bits": bits, "mode": "affine"}));
+            }
             let (n, k) = (*n, *k);
             declared.push(Declared { name: out.clone(), dtype: "U32", shape: vec![n, k * bits as usize / 32] });
             declared.push(Declared { name: format!("{module}.scales"), dtype, shape: vec![n, k / opts.group_size] });
@@ -244,7 +321,9 @@ pub fn convert(
                 let mut w = to_f32(view.dtype(), view.data());
                 // Quantize the values the cast checkpoint would hold, as MLX does after `astype`.
                 round_to(dtype, &mut w);
-                let q = quantize::quantize(&w, *n, *k, *bits, opts.group_size)
+                let canon = crate::weights::canonical_name(src.trim_end_matches(".weight"));
+                let q = quantizer
+                    .quantize(canon, &w, *n, *k, *bits, opts.group_size, dtype)
                     .map_err(|e| Error::weights(&weights_path, format!("tensor `{src}`: {e}")))?;
                 drop(w);
                 let module = out.trim_end_matches(".weight");
@@ -261,6 +340,12 @@ pub fn convert(
 
     write_config(spec, opts, overrides, &tmp.path().join("config.json"))?;
     copy_support_files(&spec.dir, tmp.path())?;
+    for (name, bytes) in extra {
+        let path = tmp.path().join(name);
+        let mut f =
+            std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| Error::io(&path, e))?;
+        std::io::Write::write_all(&mut f, bytes).map_err(|e| Error::io(&path, e))?;
+    }
 
     // Move into place: an existing destination (only with --force) is moved aside first and deleted
     // after the new one is in, so a failure never leaves neither.
@@ -364,7 +449,7 @@ fn to_f32(d: Dtype, data: &[u8]) -> Vec<f32> {
     }
 }
 
-fn round_to(dtype: &str, v: &mut [f32]) {
+pub(crate) fn round_to(dtype: &str, v: &mut [f32]) {
     match dtype {
         "F16" => v.iter_mut().for_each(|x| *x = f16::from_f32(*x).to_f32()),
         "BF16" => v.iter_mut().for_each(|x| *x = bf16::from_f32(*x).to_f32()),
@@ -464,6 +549,9 @@ fn commit_id(spec: &ModelSpec, opts: &ConvertOptions) -> String {
     h.update(b"\0");
     h.update(spec.dir.to_string_lossy().as_bytes());
     h.update(format!("\0{}\0{}\0{:?}\0{:?}", opts.bits, opts.group_size, opts.embedding_bits, opts.dtype).as_bytes());
+    if !opts.layer_bits.is_empty() || opts.calibration.is_some() {
+        h.update(format!("\0{:?}\0{:?}", opts.layer_bits, opts.calibration).as_bytes());
+    }
     let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
     hex[..40].to_string()
 }

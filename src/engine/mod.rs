@@ -35,6 +35,8 @@ pub struct EngineOptions {
     /// Quantize a float checkpoint's linear layers at load to this many bits (CPU only; see
     /// `DtypeChoice::Int8`). Ignored for checkpoints that are quantized already.
     pub quantize_bits: Option<u32>,
+    /// Calibration: float linear layers record their inputs here (`convert --calibrate`).
+    pub recorder: Option<std::sync::Arc<crate::weights::recorder::ActivationRecorder>>,
 }
 
 impl EngineOptions {
@@ -46,7 +48,13 @@ impl EngineOptions {
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        EngineOptions { device: DeviceChoice::Cpu, dtype: None, max_batch_tokens: None, quantize_bits: None }
+        EngineOptions {
+            device: DeviceChoice::Cpu,
+            dtype: None,
+            max_batch_tokens: None,
+            quantize_bits: None,
+            recorder: None,
+        }
     }
 }
 
@@ -139,6 +147,7 @@ impl Engine {
         let mut ws = WeightStore::open(&spec.weight_files, &device, dtype)?;
         ws.set_quantization(spec.quantization.clone());
         ws.set_load_quantization(load_quant_bits.map(|b| (b, LOAD_QUANT_GROUP)));
+        ws.set_recorder(opts.recorder.clone());
         let model = Model::load(&spec, &ws)?;
         let max_batch_tokens =
             crate::weights::forward_token_budget(opts.max_batch_tokens, opts.quantizes(&spec), device.is_cpu());

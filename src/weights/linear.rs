@@ -9,6 +9,7 @@ use super::cuda_quant::DeviceAffine;
 use super::dense_cpu::{self, with_f32};
 use super::packed_f32::{self, Epilogue, PackedF32};
 use super::qkernel::AffineWeight;
+use super::recorder::ActivationRecorder;
 
 #[derive(Debug, Clone)]
 pub enum Linear {
@@ -20,6 +21,9 @@ pub enum Linear {
     Quantized { weight: Arc<AffineWeight>, bias: Option<Tensor> },
     /// packed weight [out, in] in GPU memory, expanded per call by a device kernel; bias as above
     DeviceQuantized { weight: Arc<DeviceAffine>, bias: Option<Tensor> },
+    /// A float layer that adds its inputs to a calibration recorder before computing (see
+    /// `weights::recorder`); never concatenated with others, so each layer keeps its own inputs.
+    Recorded { inner: Box<Linear>, name: Arc<str>, recorder: Arc<ActivationRecorder> },
 }
 
 impl Linear {
@@ -48,6 +52,7 @@ impl Linear {
                 Ok(Some(Tensor::from_vec(weight.unpack(), (weight.n(), weight.k()), &Device::Cpu)?))
             }
             Linear::Quantized { .. } | Linear::DeviceQuantized { .. } => Ok(None),
+            Linear::Recorded { inner, .. } => inner.float_weight(),
         }
     }
 
@@ -56,6 +61,9 @@ impl Linear {
     /// as one quantized layer (same bits, group size and settings). `Err(parts)`, unchanged, when
     /// they cannot be joined (GPU-quantized, mixed kinds, biases on some parts only).
     pub fn concat(parts: Vec<Linear>) -> crate::Result<Result<Linear, Vec<Linear>>> {
+        if parts.iter().any(|p| matches!(p, Linear::Recorded { .. })) {
+            return Ok(Err(parts));
+        }
         let biases: Vec<&Tensor> = parts.iter().filter_map(|p| p.bias()).collect();
         let bias = match biases.len() {
             0 => None,
@@ -88,6 +96,7 @@ impl Linear {
             | Linear::Packed { bias, .. }
             | Linear::Quantized { bias, .. }
             | Linear::DeviceQuantized { bias, .. } => bias.as_ref(),
+            Linear::Recorded { inner, .. } => inner.bias(),
         }
     }
 
@@ -105,6 +114,17 @@ impl Linear {
             Linear::Packed { weight, .. } => weight.n(),
             Linear::Quantized { weight, .. } => weight.n(),
             Linear::DeviceQuantized { weight, .. } => weight.n(),
+            Linear::Recorded { inner, .. } => inner.out_dim(),
+        }
+    }
+
+    pub fn in_dim(&self) -> usize {
+        match self {
+            Linear::Dense { weight, .. } => weight.dims()[1],
+            Linear::Packed { weight, .. } => weight.k(),
+            Linear::Quantized { weight, .. } => weight.k(),
+            Linear::DeviceQuantized { weight, .. } => weight.k(),
+            Linear::Recorded { inner, .. } => inner.in_dim(),
         }
     }
 
@@ -119,6 +139,11 @@ impl Linear {
         residual: Option<&[f32]>,
         act: Option<Epilogue>,
     ) -> crate::Result<()> {
+        if let Linear::Recorded { inner, name, recorder } = self {
+            let k = inner.in_dim();
+            recorder.record(name, &x[..m * k], m, k);
+            return inner.forward_f32(x, m, out, residual, act);
+        }
         let n = self.out_dim();
         let out = &mut out[..m * n];
         if let Linear::Packed { weight, bias } = self {
@@ -138,7 +163,7 @@ impl Linear {
             Linear::Quantized { weight, bias } => {
                 with_bias(bias.as_ref(), |b| weight.matmul_finish(&x[..m * weight.k()], m, out, b, residual, act))?
             }
-            Linear::Packed { .. } => unreachable!("handled above"),
+            Linear::Packed { .. } | Linear::Recorded { .. } => unreachable!("handled above"),
             Linear::DeviceQuantized { .. } => {
                 return Err(candle_core::Error::Msg("a GPU-resident quantized layer has no CPU buffers".into()).into())
             }
@@ -179,6 +204,9 @@ impl Linear {
     }
 
     pub fn is_quantized(&self) -> bool {
+        if let Linear::Recorded { inner, .. } = self {
+            return inner.is_quantized();
+        }
         matches!(self, Linear::Quantized { .. } | Linear::DeviceQuantized { .. })
     }
 }
@@ -189,6 +217,11 @@ impl Module for Linear {
         let dims = x.dims().to_vec();
         let k = dims[dims.len() - 1];
         let rows: usize = dims[..dims.len() - 1].iter().product();
+        if let Linear::Recorded { inner, name, recorder } = self {
+            let xs = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+            recorder.record(name, &xs, rows, k);
+            return inner.forward(x);
+        }
         let (y, bias, n) = match self {
             Linear::Dense { weight, bias } => (x.reshape((rows, k))?.matmul(&weight.t()?)?, bias, weight.dims()[0]),
             Linear::Packed { weight, bias } => {
@@ -212,6 +245,7 @@ impl Module for Linear {
             Linear::DeviceQuantized { weight, bias } => {
                 (device_quantized_matmul(weight, x, rows, k)?, bias, weight.n())
             }
+            Linear::Recorded { .. } => unreachable!("handled above"),
         };
         let y = match bias {
             Some(b) => y.broadcast_add(b)?,

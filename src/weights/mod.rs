@@ -9,6 +9,7 @@ pub mod linear;
 pub mod packed_f32;
 pub mod qkernel;
 pub mod quant;
+pub mod recorder;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -45,6 +46,12 @@ pub fn forward_token_budget(requested: Option<usize>, quantized: bool, cpu: bool
 /// Leading prefixes stripped from tensor names so model code asks for one canonical name.
 const PREFIXES: &[&str] = &["model.", "bert.", "roberta.", "transformer."];
 
+/// A tensor or layer name without the backbone prefix (`bert.`, `model.`, ...): the name models
+/// ask the weight store for.
+pub fn canonical_name(name: &str) -> &str {
+    PREFIXES.iter().find_map(|p| name.strip_prefix(p)).unwrap_or(name)
+}
+
 /// How a quantized layer's activations enter the integer kernel (see `qkernel::AffineWeight`).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Acts {
@@ -67,6 +74,8 @@ pub struct WeightStore {
     quantization: Option<Quantization>,
     /// (bits, group size): quantize float linear layers as they load (`set_load_quantization`).
     load_quant: Option<(u32, usize)>,
+    /// Calibration: float linear layers record their inputs here (`Linear::Recorded`).
+    recorder: Option<std::sync::Arc<recorder::ActivationRecorder>>,
 }
 
 impl WeightStore {
@@ -81,7 +90,7 @@ impl WeightStore {
             .map_err(|e| Error::weights(files.first().cloned().unwrap_or_default(), e.to_string()))?;
         let mut names = HashMap::new();
         for (name, _) in st.tensors() {
-            let canon = PREFIXES.iter().find_map(|p| name.strip_prefix(p)).unwrap_or(&name).to_string();
+            let canon = canonical_name(&name).to_string();
             names.insert(canon, name.clone());
             names.entry(name.clone()).or_insert(name);
         }
@@ -94,6 +103,7 @@ impl WeightStore {
             raw,
             quantization: None,
             load_quant: None,
+            recorder: None,
         })
     }
 
@@ -154,6 +164,11 @@ impl WeightStore {
         self.load_quant = q;
     }
 
+    /// Record the inputs of every float linear layer loaded after this (calibration).
+    pub fn set_recorder(&mut self, r: Option<std::sync::Arc<recorder::ActivationRecorder>>) {
+        self.recorder = r;
+    }
+
     /// A linear layer `prefix.weight` [out, in] (+ `prefix.bias` [out] when `bias`). Quantized
     /// exactly when `prefix.scales` exists (the MLX rule), or at load (`set_load_quantization`).
     pub fn linear(&self, prefix: &str, in_dim: usize, out_dim: usize, bias: bool) -> Result<Linear> {
@@ -198,7 +213,13 @@ impl WeightStore {
             configure(&mut q);
             return Ok(Linear::quantized(q, b));
         }
-        Ok(Linear::dense(w, b))
+        let layer = Linear::dense(w, b);
+        Ok(match &self.recorder {
+            Some(r) => {
+                Linear::Recorded { inner: Box::new(layer), name: canonical_name(prefix).into(), recorder: r.clone() }
+            }
+            None => layer,
+        })
     }
 
     /// Where tensor `name` (canonical or real) is in its file.

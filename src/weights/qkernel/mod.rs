@@ -573,34 +573,55 @@ pub fn quantize(w: &[f32], n: usize, k: usize, bits: u32, group_size: usize) -> 
         let row_words = &mut packed[r * wpr..(r + 1) * wpr];
         for g in 0..groups {
             let vals = &w[r * k + g * group_size..r * k + (g + 1) * group_size];
-            let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
-            for &v in vals {
-                lo = lo.min(v);
-                hi = hi.max(v);
-            }
-            let mask = lo.abs() > hi.abs();
-            let mut scale = ((hi - lo) / n_bins).max(1e-7);
-            scale = if mask { scale } else { -scale };
-            let edge = if mask { lo } else { hi };
-            let q0 = (edge / scale).round_ties_even();
-            if q0 != 0.0 {
-                scale = edge / q0;
-            }
-            let bias = if q0 == 0.0 { 0.0 } else { edge };
+            let (scale, bias) = affine_group_params(vals, bits);
             scales[r * groups + g] = scale;
             biases[r * groups + g] = bias;
             for (i, &v) in vals.iter().enumerate() {
-                let q = ((v - bias) / scale).round_ties_even().clamp(0.0, n_bins) as u32;
-                let off = (g * group_size + i) * bits as usize;
-                let (wi, sh) = (off / 32, (off % 32) as u32);
-                row_words[wi] |= q << sh;
-                if sh + bits > 32 {
-                    row_words[wi + 1] |= q >> (32 - sh);
-                }
+                put_code(row_words, g * group_size + i, bits, affine_code(v, scale, bias, n_bins));
             }
         }
     }
     AffineWeight::new(bits, group_size, n, k, packed, scales, biases)
+}
+
+/// MLX's `affine_quantize` scale and bias of one group: the range over `2^bits - 1` steps, signed
+/// so that the edge of larger magnitude is exactly representable, and a zero bias when that edge
+/// rounds to code 0.
+pub fn affine_group_params(vals: &[f32], bits: u32) -> (f32, f32) {
+    let n_bins = ((1u32 << bits) - 1) as f32;
+    let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
+    for &v in vals {
+        lo = lo.min(v);
+        hi = hi.max(v);
+    }
+    let mask = lo.abs() > hi.abs();
+    let mut scale = ((hi - lo) / n_bins).max(1e-7);
+    scale = if mask { scale } else { -scale };
+    let edge = if mask { lo } else { hi };
+    let q0 = (edge / scale).round_ties_even();
+    if q0 != 0.0 {
+        scale = edge / q0;
+    }
+    let bias = if q0 == 0.0 { 0.0 } else { edge };
+    (scale, bias)
+}
+
+/// The code of `v` on the grid `scale · q + bias`, q in 0..=n_bins (round half to even, as MLX).
+#[inline]
+pub fn affine_code(v: f32, scale: f32, bias: f32, n_bins: f32) -> u32 {
+    ((v - bias) / scale).round_ties_even().clamp(0.0, n_bins) as u32
+}
+
+/// Write code `q` of column `col` into a row's packed words (little-endian bit order, codes may
+/// straddle two words at 3, 5 and 6 bits). The words must start zeroed.
+#[inline]
+pub fn put_code(row_words: &mut [u32], col: usize, bits: u32, q: u32) {
+    let off = col * bits as usize;
+    let (wi, sh) = (off / 32, (off % 32) as u32);
+    row_words[wi] |= q << sh;
+    if sh + bits > 32 {
+        row_words[wi + 1] |= q >> (32 - sh);
+    }
 }
 
 /// How a SIMD path multiplies: codes dequantized in registers straight into the dot products
