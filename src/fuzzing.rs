@@ -76,11 +76,15 @@ fn write_models(dir: &Path) -> crate::Result<()> {
 
 /// The served models: a BERT and a Qwen3 embedder, a BERT cross-encoder and a Qwen3-Reranker,
 /// so every tokenization path (pairs, templates, prompts, instructions, token ids) is reachable.
+/// Inputs and documents are capped at 16 a request (the defaults are 2,048 and 1,000): the paths
+/// past the cap are the same code, and without it mutated bodies of hundreds of documents made an
+/// execution hundreds of forward passes (52 executions a second a process on /v1/rerank).
 fn harness_config(dir: &Path) -> String {
     let m = |id: &str, sub: &str, extra: &str| {
         format!("[[models]]\nid = \"{id}\"\nsource = {:?}\n{extra}\n", dir.join(sub).display().to_string())
     };
     [
+        "max_client_batch_size = 16\nmax_rerank_documents = 16\n".to_string(),
         m("bert", "tiny-bert-embedder", ""),
         m("qwen3", crate::synth::tiny::QWEN3_EMBED, "instruction = \"Find the passage\""),
         m("rerank", crate::synth::tiny::BERT_CROSS_ENCODER, ""),
