@@ -193,6 +193,26 @@ fn malformed_config_is_named() {
     assert_one_line_error(&o, &["config.json", "not a multiple of num_attention_heads 7"]);
 }
 
+/// `embedrank.json` (written by `convert`) decides the task ahead of the files; a bad one is named.
+#[test]
+fn recorded_task_is_followed_and_a_bad_record_is_named() {
+    let d = tempfile::tempdir().unwrap();
+    copy_model(d.path());
+    let m = d.path().to_str().unwrap();
+    std::fs::write(d.path().join("embedrank.json"), r#"{"task": "rerank"}"#).unwrap();
+    // MiniLM is a BertModel without a classifier: taken as a reranker it is refused, not run.
+    let o = run(&["embed", "-m", m, "x"]);
+    assert_one_line_error(&o, &["no classification head"]);
+    std::fs::write(d.path().join("embedrank.json"), r#"{"task": "classify"}"#).unwrap();
+    let o = run(&["embed", "-m", m, "x"]);
+    assert_one_line_error(&o, &["embedrank.json", "task must be"]);
+    std::fs::write(d.path().join("embedrank.json"), "{").unwrap();
+    let o = run(&["embed", "-m", m, "x"]);
+    assert_one_line_error(&o, &["embedrank.json", "not valid JSON"]);
+    std::fs::write(d.path().join("embedrank.json"), r#"{"task": "embed"}"#).unwrap();
+    assert!(run(&["embed", "-m", m, "x"]).status.success());
+}
+
 #[test]
 fn truncated_safetensors_is_named() {
     let d = tempfile::tempdir().unwrap();

@@ -173,10 +173,7 @@ pub fn run(engine: &Engine, w: &Workload, o: &BenchOptions, progress: &dyn Progr
     Ok(Report {
         model: engine.spec.name.clone(),
         arch: engine.spec.arch.name(),
-        task: match engine.spec.task {
-            Task::Embed => "embed",
-            Task::Rerank => "rerank",
-        },
+        task: engine.spec.task.key(),
         device: device_name(engine),
         dtype: engine.dtype_label(),
         threads: candle_core::utils::get_num_threads(),

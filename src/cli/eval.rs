@@ -11,7 +11,7 @@ use clap::Args;
 use embedrank::engine::Engine;
 use embedrank::eval::metrics::{self, Metric};
 use embedrank::eval::{self, beir, sts, CacheUse, Progress, StsScores};
-use embedrank::spec::{ModelSpec, Task};
+use embedrank::spec::Task;
 use serde_json::{json, Value};
 
 use super::ModelArgs;
@@ -187,15 +187,6 @@ struct ModelResult {
     timing: Timing,
 }
 
-/// The document prompt: the model's `document` prompt, else its `passage` prompt, else none.
-fn document_prompt(spec: &ModelSpec, literal: Option<&str>) -> Result<String> {
-    if let Some(p) = literal {
-        return Ok(p.to_string());
-    }
-    let name = if spec.prompts.contains_key("document") { "document" } else { "passage" };
-    Ok(spec.prompt_for(Some(name), None, None)?)
-}
-
 fn model_args_for(base: &ModelArgs, model: &str, reranker: bool) -> ModelArgs {
     let mut m = base.clone();
     m.model = model.to_string();
@@ -318,7 +309,7 @@ fn evaluate_model(
 
     if let Some(set) = set {
         let qprompt = engine.spec.prompt_for(Some("query"), a.query_prompt.as_deref(), a.instruction.as_deref())?;
-        let dprompt = document_prompt(&engine.spec, a.document_prompt.as_deref())?;
+        let dprompt = eval::document_prompt(&engine.spec, a.document_prompt.as_deref())?;
         tracing::info!(model = %name, query_prompt = %qprompt, document_prompt = %dprompt, "prompts");
         let bar = Bar::new(show, format!("{name}: corpus"));
         let corpus = eval::embed_corpus(&engine, &set.corpus, &dprompt, cache_dir, &bar)?;

@@ -340,6 +340,8 @@ pub fn convert_with(
 
     write_config(spec, opts, overrides, &tmp.path().join("config.json"))?;
     copy_support_files(&spec.dir, tmp.path())?;
+    let record = tmp.path().join(crate::spec::RECORD_FILE);
+    std::fs::write(&record, json!({"task": spec.task.key()}).to_string()).map_err(|e| Error::io(&record, e))?;
     for (name, bytes) in extra {
         let path = tmp.path().join(name);
         let mut f =

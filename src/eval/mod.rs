@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::engine::{EmbedOptions, Engine, RerankOptions};
-use crate::spec::Head;
+use crate::spec::{Head, ModelSpec};
 use crate::Result;
 
 use metrics::{Measure, Metric, Run};
@@ -209,6 +209,27 @@ pub fn embed_corpus(
         _ => CacheUse::Off,
     };
     Ok(CorpusEmbeddings { vectors, cache, tokens, seconds: t0.elapsed().as_secs_f64() })
+}
+
+/// The document prompt: the model's `document` prompt, else its `passage` prompt, else none.
+pub fn document_prompt(spec: &ModelSpec, literal: Option<&str>) -> Result<String> {
+    if let Some(p) = literal {
+        return Ok(p.to_string());
+    }
+    let name = if spec.prompts.contains_key("document") { "document" } else { "passage" };
+    spec.prompt_for(Some(name), None, None)
+}
+
+/// Every retrieval metric of `engine` on `set` with the model's own query and document prompts,
+/// corpus embedded afresh (no cache): what `convert --calibrate --eval` measures.
+pub fn retrieval_eval(engine: &Engine, set: &beir::BeirSet, progress: &dyn Progress) -> Result<metrics::Evaluation> {
+    let qprompt = engine.spec.prompt_for(Some("query"), None, None)?;
+    let dprompt = document_prompt(&engine.spec, None)?;
+    let corpus = embed_corpus(engine, &set.corpus, &dprompt, None, progress)?;
+    let qtexts: Vec<String> = set.queries.iter().map(|(_, q)| q.clone()).collect();
+    let (qvecs, _) = embed_texts(engine, &qtexts, &qprompt, progress)?;
+    let r = retrieve(set, &qvecs, &corpus.vectors, RETRIEVAL_DEPTH, false)?;
+    Ok(metrics::evaluate(&set.qrels, &r.run, &all_metrics()))
 }
 
 /// Retrieved documents per query (indices into the corpus, best first) and the same as a run.

@@ -31,7 +31,37 @@ pub enum Task {
     Rerank,
 }
 
+/// `embedrank.json`, written by `embedrank convert` next to its output: the task the source was
+/// taken as. A Qwen3-Reranker is known by its name alone (same architecture and files as
+/// Qwen3-Embedding), which a converted copy in a folder of another name would lose.
+pub const RECORD_FILE: &str = "embedrank.json";
+
+fn recorded_task(dir: &Path) -> Result<Option<Task>> {
+    let path = dir.join(RECORD_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| Error::config(&path, format!("not valid JSON: {e}")))?;
+    match v.get("task") {
+        None => Ok(None),
+        Some(t) => t
+            .as_str()
+            .and_then(Task::parse)
+            .map(Some)
+            .ok_or_else(|| Error::config(&path, format!("task must be \"embed\" or \"rerank\", got {t}"))),
+    }
+}
+
 impl Task {
+    /// The name `embedrank.json` and `--task` use.
+    pub fn key(self) -> &'static str {
+        match self {
+            Task::Embed => "embed",
+            Task::Rerank => "rerank",
+        }
+    }
     pub fn as_str(self) -> &'static str {
         match self {
             Task::Embed => "an embedding model",
@@ -252,8 +282,11 @@ impl ModelSpec {
             );
         }
 
-        // Task: files first, then the name rule for Qwen3-Reranker, then the user's override.
-        let detected = if st.has_modules && st.has_module("Pooling") {
+        // Task: what `embedrank convert` recorded, then the files, then the name rule for
+        // Qwen3-Reranker, then the user's override.
+        let detected = if let Some(t) = recorded_task(&dir)? {
+            t
+        } else if st.has_modules && st.has_module("Pooling") {
             Task::Embed
         } else if st.logit_score.is_some() || seq_cls || (is_qwen3 && name_has_reranker) {
             Task::Rerank

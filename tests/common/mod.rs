@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+pub mod eval_data;
+
 use embedrank::engine::{Engine, EngineOptions};
 use embedrank::source::{self, CacheRoots, ResolveOptions};
 use embedrank::spec::{ModelSpec, SpecOverrides};

@@ -5,6 +5,7 @@
 //! held apart from them, and the best on the held-apart texts is written, with its quality report
 //! (`quantization_report.json` and a README section). The output is standard MLX affine.
 
+pub mod eval;
 pub mod gptq;
 pub mod report;
 pub mod solve;
@@ -23,6 +24,7 @@ use crate::spec::{ModelSpec, Task};
 use crate::weights::qkernel::put_code;
 use crate::weights::recorder::{ActivationRecorder, InputStats};
 use crate::{Error, Result};
+pub use eval::{EvalData, EvalScores};
 pub use report::{Agreement, CandidateReport, Report};
 
 /// The calibration set that ships with embedrank: texts written for it (questions, statements,
@@ -244,14 +246,28 @@ pub struct CalibrateOptions {
     pub texts: CalibrationSet,
     /// None: measure every method and keep the best on the held-apart texts.
     pub method: Option<Method>,
+    /// Task data to score the float model and every candidate on (embedders only).
+    pub eval: EvalData,
 }
 
 /// Stages reported to a progress display.
 #[derive(Debug, Clone)]
 pub enum Stage {
-    Recording { texts: usize },
-    Candidate { method: Method, index: usize, of: usize },
-    Writing { method: Method },
+    Recording {
+        texts: usize,
+    },
+    Candidate {
+        method: Method,
+        index: usize,
+        of: usize,
+    },
+    Writing {
+        method: Method,
+    },
+    /// Scoring a model on the --eval data ("float" or a method's name).
+    Evaluating {
+        model: String,
+    },
 }
 
 /// Calibrate, measure, and write the chosen quantization of `spec` to `dest`, with its report.
@@ -267,11 +283,24 @@ pub fn convert_calibrated(
     if cal.texts.fit.is_empty() || cal.texts.held.is_empty() {
         return Err(Error::InvalidInput("calibration needs texts to fit on and texts held apart".into()));
     }
+    if spec.task == Task::Rerank && !cal.eval.is_empty() {
+        return Err(Error::InvalidInput(
+            "--eval and --eval-sts score embedders; score a reranker with `embedrank eval --reranker`".into(),
+        ));
+    }
     stage(Stage::Recording { texts: cal.texts.fit.len() });
     let stats = collect_stats(spec, &cal.texts.fit)?;
     let record_s = t0.elapsed().as_secs_f64();
     let float = Engine::load(spec.clone(), &EngineOptions::default())?;
     let reference = Reference { fit: run_task(&float, &cal.texts.fit)?, held: run_task(&float, &cal.texts.held)? };
+    let score = |engine: &Engine, model: &str| -> Result<Option<EvalScores>> {
+        if cal.eval.is_empty() {
+            return Ok(None);
+        }
+        stage(Stage::Evaluating { model: model.into() });
+        eval::measure(engine, &cal.eval, &crate::eval::Silent).map(Some)
+    };
+    let float_eval = score(&float, "float")?;
     drop(float);
     let base = Calibrated::new(Method::Rtn, stats);
     let methods: Vec<Method> = match cal.method {
@@ -304,6 +333,7 @@ pub fn convert_calibrated(
             held: report::agreement(spec.task, &reference.held, &run_task(&engine, &cal.texts.held)?),
             bytes: summary.bytes_out,
             seconds: quantize_s,
+            eval: score(&engine, m.name())?,
         });
     }
     let best = report::best(&candidates).ok_or_else(|| Error::Quantization("no calibration candidate".into()))?;
@@ -312,10 +342,7 @@ pub fn convert_calibrated(
     opts.calibration = Some(format!("{}:{}", method.name(), cal.texts.digest()));
     let mut rep = Report {
         source: spec.name.clone(),
-        task: match spec.task {
-            Task::Embed => "embed".into(),
-            Task::Rerank => "rerank".into(),
-        },
+        task: spec.task.key().into(),
         bits: opts.bits,
         group_size: opts.group_size,
         layer_bits: opts.layer_bits.clone(),
@@ -325,6 +352,7 @@ pub fn convert_calibrated(
         fit_texts: cal.texts.fit.len(),
         held_texts: cal.texts.held.len(),
         candidates,
+        float_eval,
         record_seconds: record_s,
         total_seconds: 0.0,
     };

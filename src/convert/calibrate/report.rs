@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use super::eval::EvalScores;
 use crate::spec::Task;
 use crate::{Error, Result};
 
@@ -39,6 +40,9 @@ pub struct CandidateReport {
     pub held: Agreement,
     pub bytes: u64,
     pub seconds: f64,
+    /// Scores on the --eval data, when given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eval: Option<EvalScores>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -56,6 +60,9 @@ pub struct Report {
     pub fit_texts: usize,
     pub held_texts: usize,
     pub candidates: Vec<CandidateReport>,
+    /// The float model's scores on the --eval data, when given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub float_eval: Option<EvalScores>,
     pub record_seconds: f64,
     pub total_seconds: f64,
 }
@@ -179,6 +186,18 @@ impl Report {
                 c.fit.cells(),
                 c.held.cells()
             ));
+        }
+        if let Some(f) = &self.float_eval {
+            s.push_str(
+                "\nOn the evaluation data (nDCG@10 and Recall@100 on the BEIR folder, Spearman on the STS file; \
+                 percent):\n\n| model | size | nDCG@10 | Recall@100 | STS Spearman |\n|---|---|---|---|---|\n",
+            );
+            s.push_str(&format!("| float (source) | - | {} |\n", f.cells()));
+            for c in &self.candidates {
+                if let Some(e) = &c.eval {
+                    s.push_str(&format!("| {} | {:.1} MB | {} |\n", c.method, c.bytes as f64 / 1e6, e.cells()));
+                }
+            }
         }
         if !self.layer_bits.is_empty() {
             s.push_str(&format!("\nLayers at other widths: {:?}.\n", self.layer_bits));

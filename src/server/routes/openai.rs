@@ -126,7 +126,7 @@ pub async fn models(State(st): State<Shared>) -> Json<Value> {
                 "created": 0,
                 "owned_by": "embedrank",
                 "aliases": s.cfg.alias,
-                "task": match s.spec.task { crate::spec::Task::Embed => "embed", crate::spec::Task::Rerank => "rerank" },
+                "task": s.spec.task.key(),
                 "loaded": s.is_loaded(),
                 "max_input_length": s.spec.max_length,
             })

@@ -158,13 +158,7 @@ pub async fn describe(State(st): State<Shared>) -> Json<serde_json::Value> {
         .registry
         .slots
         .iter()
-        .map(|s| {
-            let task = match s.spec.task {
-                Task::Embed => "embed",
-                Task::Rerank => "rerank",
-            };
-            json!({ "id": s.id(), "task": task, "loaded": s.is_loaded() })
-        })
+        .map(|s| json!({ "id": s.id(), "task": s.spec.task.key(), "loaded": s.is_loaded() }))
         .collect();
     Json(json!({
         "name": "embedrank",
