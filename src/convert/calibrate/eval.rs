@@ -24,7 +24,7 @@ impl EvalData {
 }
 
 /// One model's scores (fractions, 0…1; Spearman −1…1).
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct EvalScores {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ndcg_at_10: Option<f64>,
@@ -36,7 +36,7 @@ pub struct EvalScores {
 
 /// Scores of `engine` on `data`.
 pub fn measure(engine: &Engine, data: &EvalData, progress: &dyn Progress) -> Result<EvalScores> {
-    let mut s = EvalScores { ndcg_at_10: None, recall_at_100: None, sts_spearman: None };
+    let mut s = EvalScores::default();
     if let Some(set) = &data.beir {
         let e = crate::eval::retrieval_eval(engine, set, progress)?;
         s.ndcg_at_10 = e.get(Metric::new(Measure::Ndcg, 10));
